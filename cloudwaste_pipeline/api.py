@@ -1,0 +1,166 @@
+"""The Python API for notebooks and for the CloudWaste app.
+
+Every function works on the warehouse named by ``CLOUDWASTE_DATABASE_URL`` (else the embedded
+SQLite file under ``CLOUDWASTE_HOME``) and needs no running Dagster.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import asdict
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
+from cloudwaste_pipeline.exports import ExportResult, export_window
+from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
+from cloudwaste_pipeline.warehouse import schema
+from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
+from cloudwaste_pipeline.warehouse.load import insert_new
+
+
+def engine(database_url: str | None = None) -> sa.Engine:
+    """The warehouse engine, migrated to the latest schema."""
+    built = make_engine(database_url or settings.database_url())
+    upgrade(built)
+    return built
+
+
+def record_user_action(
+    *,
+    user_id: str,
+    account_id: str,
+    provider: str,
+    resource_id: str,
+    action: str,
+    action_at: datetime | None = None,
+    event_id: str | None = None,
+    context: dict[str, Any] | None = None,
+    database_url: str | None = None,
+) -> str:
+    """Append one user decision to the outbox; ``user_action_sensor`` picks it up.
+
+    ``resource_id`` is the id the scan reports (the ARN for AWS, the full resource id for Azure).
+    Returns the event id (a new UUID unless given); recording the same event id twice is a no-op.
+    """
+    when = action_at or settings.now()
+    event = {
+        "event_id": event_id or str(uuid.uuid4()),
+        "user_id": user_id,
+        "account_id": account_id,
+        "provider": provider,
+        "resource_id": resource_id,
+        "action": action,
+        "action_at": when,
+    }
+    problem = validate_action_event(event)
+    if problem:
+        raise ValueError(f"invalid user action: {problem}; actions are {', '.join(ACTIONS)}")
+    row = {
+        **event,
+        "action_at": when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when,
+        "context": context,
+        "received_at": settings.now().replace(tzinfo=None),
+    }
+    with engine(database_url).begin() as conn:
+        insert_new(conn, schema.resource_action_events, pd.DataFrame([row]), ["event_id"])
+    return event["event_id"]
+
+
+def scan(
+    provider: str = "aws",
+    account: str | None = None,
+    regions: list[str] | None = None,
+    accounts_file: str | None = None,
+) -> pd.DataFrame:
+    """Scan one account now and return its detections (raw ids: for the account's owner only).
+
+    ``account`` is an alias from the accounts file or, for ad-hoc use, a raw account id scanned
+    with the default credentials.
+    """
+    if account is None:
+        raise ValueError("give account=<alias from the accounts file or a raw account id>")
+    target = _resolve_account(provider, account, regions, accounts_file)
+    if target.provider != "aws":
+        raise NotImplementedError(f"the {target.provider} scanner is not available yet")
+    from cloudwaste_pipeline.scanning.aws import run_scan
+
+    result = run_scan(target, settings.now(), regions=regions)
+    frame = pd.DataFrame(result.detections)
+    frame.attrs["errors"] = [asdict(e) for e in result.errors]
+    return frame
+
+
+def _resolve_account(
+    provider: str, account: str, regions: list[str] | None, accounts_file: str | None
+) -> Account:
+    path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
+    if path.exists():
+        known = load_accounts(path)
+        if any(a.name == account for a in known):
+            return find_account(known, account)
+    if provider == "aws":
+        return Account(
+            name="adhoc",
+            provider="aws",
+            owner_user_id="adhoc",
+            account_id=account,
+            regions=tuple(regions or ()),
+        )
+    raise ValueError(f"{account!r} is not an alias of the accounts file at {path}")
+
+
+def load_dataset(name: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
+    """One ML table (anonymized) as a DataFrame, optionally limited to a date window."""
+    tables = {t.name: t for t in schema.ML_TABLES}
+    if name not in tables:
+        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(tables)}")
+    table = tables[name]
+    query = sa.select(table)
+    stamp = {
+        "ml_training_data": "detected_at",
+        "resource_lifecycle_events": "event_timestamp",
+        "cloudwatch_metrics_history": "end_date",
+        "user_action_patterns": "action_at",
+    }.get(name)
+    if stamp and start:
+        query = query.where(table.c[stamp] >= datetime.combine(start, datetime.min.time()))
+    if stamp and end:
+        query = query.where(
+            table.c[stamp] < datetime.combine(end + timedelta(days=1), datetime.min.time())
+        )
+    with engine().connect() as conn:
+        return pd.read_sql(query, conn)
+
+
+def export_datasets(
+    days: int | None = 90,
+    start: date | None = None,
+    end: date | None = None,
+    formats: tuple[str, ...] = ("json", "csv", "parquet"),
+    output_dir: str | Path | None = None,
+) -> ExportResult:
+    """Ad-hoc export of a window (last ``days`` or [start, end]) under ``ml_datasets/adhoc/``.
+
+    Ad-hoc windows get their own folder, so they never overwrite a scheduled week's files.
+    """
+    end = end or settings.today()
+    start = start or end - timedelta(days=(days or 90) - 1)
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    base = Path(output_dir) if output_dir else settings.paths().exports
+    folder = base / "adhoc" / f"{start:%Y%m%d}-{end:%Y%m%d}"
+    return export_window(engine(), folder, start, end, formats)
+
+
+def stats() -> dict[str, Any]:
+    """The collection figures of the admin widget (the ``ml_collection_stats`` asset's)."""
+    from cloudwaste_pipeline.defs.assets.outputs import collection_stats
+    from cloudwaste_pipeline.defs.resources import WarehouseResource
+
+    return collection_stats(WarehouseResource())

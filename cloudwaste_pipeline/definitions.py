@@ -1,0 +1,29 @@
+"""The code location: every asset, check, job, schedule and sensor under ``defs/``.
+
+Assembled explicitly (not from the source tree), so it loads the same from a checkout, an
+editable install or a non-editable install in a Docker image.
+"""
+
+import dagster as dg
+
+from cloudwaste_pipeline.defs import jobs, schedules, sensors
+from cloudwaste_pipeline.defs.assets import actions, costs, outputs, scans
+from cloudwaste_pipeline.defs.resources import build_resources
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([scans, actions, costs, outputs]),
+    jobs=[
+        jobs.scan_job,
+        jobs.user_actions_job,
+        jobs.cost_trends_job,
+        jobs.weekly_export_job,
+        jobs.ml_cleanup_job,
+    ],
+    schedules=[
+        schedules.daily_scan_schedule,
+        schedules.weekly_ml_export_schedule,
+        schedules.monthly_ml_cleanup_schedule,
+    ],
+    sensors=[sensors.accounts_sensor, sensors.user_action_sensor],
+    resources=build_resources(),
+)

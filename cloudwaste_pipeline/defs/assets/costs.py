@@ -1,0 +1,128 @@
+"""Monthly cost trends per account, kept current by automation as scans and actions arrive."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.costs import monthly_trend
+from cloudwaste_pipeline.defs.partitions import cost_partitions, scan_to_month
+from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
+from cloudwaste_pipeline.privacy.anonymize import hash_id
+from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline.warehouse.load import replace_rows
+
+
+def month_bounds(month_start: date) -> tuple[date, date]:
+    """[first day, first day of next month)."""
+    following = date(month_start.year + month_start.month // 12, month_start.month % 12 + 1, 1)
+    return month_start, following
+
+
+def spend_by_day(
+    conn: sa.Connection, provider: str, account_id: str, start: date, end: date
+) -> pd.DataFrame:
+    """Estimated inventory cost per scan day, from the raw scans still retained."""
+    raw = schema.raw_scans
+    rows = conn.execute(
+        sa.select(raw.c.scan_date, raw.c.payload).where(
+            raw.c.provider == provider,
+            raw.c.account_id == account_id,
+            raw.c.scan_date >= start,
+            raw.c.scan_date < end,
+        )
+    ).all()
+    return pd.DataFrame(
+        [{"scan_date": r.scan_date, "total_cost_monthly": r.payload["total_cost_monthly"]} for r in rows]
+    )
+
+
+@dg.asset(
+    partitions_def=cost_partitions,
+    group_name="costs",
+    kinds={"pandas", "postgres", "sqlite"},
+    owners=["team:finops"],
+    deps=[
+        dg.AssetDep("ml_training_data", partition_mapping=scan_to_month),
+        dg.AssetDep("raw_cloud_scans", partition_mapping=scan_to_month),
+        "user_action_patterns",
+    ],
+    automation_condition=dg.AutomationCondition.eager(),
+    description=(
+        "Monthly cost trend per account: estimated spend, waste detected (a monthly rate averaged "
+        "over the month's scans), waste eliminated by deletions, top waste categories and the "
+        "waste by region group."
+    ),
+)
+def cost_trend_data(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> dg.MaterializeResult:
+    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    month_start = date.fromisoformat(keys["month"])
+    account = cloud.account(keys["account"])
+    start, end = month_bounds(month_start)
+    key = anonymizer.key_bytes()
+    acct = hash_id("account", account.provider, account.cloud_id, key)
+    month = month_start.strftime("%Y-%m")
+    ml, actions, trends = schema.ml_training_data, schema.user_action_patterns, schema.cost_trend_data
+    with warehouse.engine().begin() as conn:
+        detections = queries.frame(
+            conn,
+            sa.select(
+                ml.c.scan_date,
+                ml.c.resource_hash,
+                ml.c.parent_resource_hash,
+                ml.c.resource_type,
+                ml.c.detection_scenario,
+                ml.c.region_anonymized,
+                ml.c.cost_monthly,
+            ).where(ml.c.account_hash == acct, ml.c.scan_date >= start, ml.c.scan_date < end),
+        )
+        done = queries.frame(
+            conn,
+            sa.select(actions.c.cost_saved_monthly).where(
+                actions.c.account_hash == acct,
+                actions.c.action_at >= datetime.combine(start, datetime.min.time()),
+                actions.c.action_at < datetime.combine(end, datetime.min.time()),
+            ),
+        )
+        previous = conn.execute(
+            sa.select(trends.c.total_spend, trends.c.created_at).where(
+                trends.c.account_hash == acct, trends.c.month == month
+            )
+        ).first()
+        row = monthly_trend(
+            acct,
+            account.provider,
+            month,
+            detections,
+            spend_by_day(conn, account.provider, account.cloud_id, start, end),
+            done,
+            previous_total_spend=previous.total_spend if previous else None,
+        )
+        now = settings.now().replace(tzinfo=None)
+        row["created_at"] = previous.created_at if previous else now
+        row["updated_at"] = now
+        replace_rows(
+            conn,
+            trends,
+            sa.and_(trends.c.account_hash == acct, trends.c.month == month),
+            pd.DataFrame([row]),
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": 1,
+            "total_spend_usd": row["total_spend"],
+            "waste_detected_usd": row["waste_detected"],
+            "waste_eliminated_usd": row["waste_eliminated"],
+            "waste_percentage": row["waste_percentage"],
+            "scan_days": int(detections["scan_date"].nunique()) if not detections.empty else 0,
+        }
+    )

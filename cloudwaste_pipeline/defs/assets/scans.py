@@ -1,0 +1,277 @@
+"""Scan assets: one partition per day and account alias.
+
+``raw_cloud_scans`` is the only asset that talks to a cloud, and only for today's partition: a
+cloud cannot be scanned "as of" last Tuesday, so a past day re-derives from the raw scan stored
+that day, and fails with a clear message once that scan is past raw retention. The three derived
+assets rebuild their partition from that stored scan and replace it in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+import sqlalchemy as sa
+
+from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.defs.metadata import counts_table, preview
+from cloudwaste_pipeline.defs.partitions import scan_partitions
+from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
+from cloudwaste_pipeline.privacy import derive
+from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_series
+from cloudwaste_pipeline.warehouse import queries, schema
+
+GROUP = "collection"
+OWNERS = ["team:data-platform"]
+
+
+@dataclass(frozen=True)
+class ScanPartition:
+    day: date
+    account: Account
+
+    @property
+    def account_hash_input(self) -> tuple[str, str]:
+        return self.account.provider, self.account.cloud_id
+
+
+def scan_partition(context: dg.AssetExecutionContext, cloud: CloudResource) -> ScanPartition:
+    keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
+    return ScanPartition(date.fromisoformat(keys["date"]), cloud.account(keys["account"]))
+
+
+def missing_scan_message(part: ScanPartition) -> str:
+    today = settings.today()
+    retention = settings.raw_retention_days()
+    if part.day < today - timedelta(days=retention):
+        return (
+            f"{part.day} for account {part.account.name!r} is past raw retention "
+            f"({retention} days, CLOUDWASTE_RAW_RETENTION_DAYS): its raw scan was deleted, so the "
+            "day can no longer be re-derived. Its ML rows, if any, are kept as they are."
+        )
+    return (
+        f"no raw scan is stored for account {part.account.name!r} on {part.day}: a cloud cannot be "
+        f"scanned as of a past date (today is {today}). Only today's partition scans live."
+    )
+
+
+def stored_scan(warehouse: WarehouseResource, part: ScanPartition) -> dict[str, Any]:
+    with warehouse.engine().connect() as conn:
+        scan = queries.load_raw_scan(conn, part.account.provider, part.account.cloud_id, part.day)
+    if scan is None:
+        raise dg.Failure(description=missing_scan_message(part))
+    return scan
+
+
+def account_hash(part: ScanPartition, key: bytes) -> str:
+    return hash_id("account", part.account.provider, part.account.cloud_id, key)
+
+
+@dg.asset(
+    partitions_def=scan_partitions,
+    group_name=GROUP,
+    kinds={"python", "aws", "sqlite", "postgres"},
+    owners=OWNERS,
+    tags={"privacy": "raw"},
+    description=(
+        "Today's scan of one cloud account, kept in the raw store (raw ids, short retention). "
+        "Past days are not re-scanned: they re-use the raw scan stored that day."
+    ),
+)
+def raw_cloud_scans(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, cloud: CloudResource
+) -> dg.MaterializeResult:
+    part = scan_partition(context, cloud)
+    today = settings.today()
+    if part.day > today:
+        raise dg.Failure(description=f"{part.day} is in the future (today is {today})")
+    if part.day == today:
+        scan = cloud.scan(part.account)
+        with warehouse.engine().begin() as conn:
+            queries.store_raw_scan(conn, part.account.name, scan)
+        payload, source, status = scan.payload(), "live scan", scan.status
+    else:
+        payload = stored_scan(warehouse, part)
+        source, status = "stored raw scan", payload["status"]
+    detections = payload["detections"]
+    scenarios = Counter(f"{d['resource_type']}/{d['detection_scenario']}" for d in detections)
+    errors = payload.get("errors", [])
+    if errors:
+        context.log.warning(
+            f"partial scan: {len(errors)} region/service error(s): "
+            + "; ".join(f"{e['region']}/{e['service']}: {e['error_code']}" for e in errors)
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "source": source,
+            "status": status,
+            "resources_scanned": payload["resources_scanned"],
+            "detections": len(detections),
+            "dagster/row_count": len(detections),
+            "estimated_spend_monthly_usd": round(payload["total_cost_monthly"], 2),
+            "waste_monthly_usd": round(sum(d["cost_monthly"] for d in detections), 2),
+            "errors": len(errors),
+            "by_scenario": counts_table(dict(scenarios), "scenario", "detections"),
+        }
+    )
+
+
+def derive_training(
+    part: ScanPartition, scan: dict[str, Any], key: bytes
+) -> tuple[pd.DataFrame, datetime]:
+    collected_at = queries.as_datetime(scan["scanned_at"])
+    return derive.training_rows(scan["detections"], key, part.day, collected_at), collected_at
+
+
+SCAN_DERIVED = {
+    "partitions_def": scan_partitions,
+    "group_name": GROUP,
+    "owners": OWNERS,
+    "deps": [raw_cloud_scans],
+}
+
+
+@dg.asset(
+    **SCAN_DERIVED,
+    kinds={"python", "sqlite", "postgres"},
+    description=(
+        "Anonymized ML training rows, one per detection per scan: hashed ids, generalized "
+        "region, metric aggregates, whitelisted config and tags, enrichment columns. "
+        "user_action is joined in from user_action_patterns."
+    ),
+)
+def ml_training_data(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> dg.MaterializeResult:
+    part = scan_partition(context, cloud)
+    key = anonymizer.key_bytes()
+    rows, _ = derive_training(part, stored_scan(warehouse, part), key)
+    table = schema.ml_training_data
+    acct = account_hash(part, key)
+    with warehouse.engine().begin() as conn:
+        deleted, inserted = queries.replace_scan_partition(conn, table, part.day, acct, rows)
+        labelled = queries.apply_labels(
+            conn, sa.and_(table.c.scan_date == part.day, table.c.account_hash == acct)
+        )
+        labels = conn.execute(
+            sa.select(sa.func.count()).where(
+                table.c.scan_date == part.day,
+                table.c.account_hash == acct,
+                table.c.user_action.is_not(None),
+            )
+        ).scalar()
+    cost = float(rows["cost_monthly"].sum()) if not rows.empty else 0.0
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": inserted,
+            "rows_replaced": deleted,
+            "rows_labelled": int(labels or 0),
+            "rows_relabelled": labelled,
+            "waste_monthly_usd": round(cost, 2),
+            "preview": preview(
+                rows,
+                [
+                    "resource_type",
+                    "detection_scenario",
+                    "confidence_level",
+                    "region_anonymized",
+                    "resource_age_days",
+                    "cost_monthly",
+                ],
+            )
+            if not rows.empty
+            else preview(rows),
+        }
+    )
+
+
+@dg.asset(
+    **SCAN_DERIVED,
+    kinds={"python", "sqlite", "postgres"},
+    description=(
+        "Lifecycle events from scans: 'detected' when a resource first appears (relative to the "
+        "account's previous stored scan) and 'metrics_updated' per scan. User actions add "
+        "'status_changed' and 'deleted' events (see user_action_patterns)."
+    ),
+)
+def resource_lifecycle_events(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> dg.MaterializeResult:
+    part = scan_partition(context, cloud)
+    key = anonymizer.key_bytes()
+    scan = stored_scan(warehouse, part)
+    training, collected_at = derive_training(part, scan, key)
+    acct = account_hash(part, key)
+    table = schema.resource_lifecycle_events
+    with warehouse.engine().begin() as conn:
+        previous = queries.previous_raw_scan(
+            conn, part.account.provider, part.account.cloud_id, part.day
+        )
+        if previous is not None:
+            ids = pd.Series([d["resource_id"] for d in previous["detections"]], dtype=object)
+            seen = set(hash_series("resource", part.account.provider, ids, key))
+        else:
+            seen = queries.previous_detected_hashes(conn, acct, part.day) or set()
+        rows = derive.lifecycle_rows(training, seen, collected_at)
+        deleted, inserted = queries.replace_scan_partition(
+            conn,
+            table,
+            part.day,
+            acct,
+            rows,
+            extra=table.c.event_type.in_(["detected", "metrics_updated"]),
+        )
+    by_type = rows["event_type"].value_counts().to_dict() if not rows.empty else {}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": inserted,
+            "rows_replaced": deleted,
+            "detected": int(by_type.get("detected", 0)),
+            "metrics_updated": int(by_type.get("metrics_updated", 0)),
+        }
+    )
+
+
+@dg.asset(
+    **SCAN_DERIVED,
+    kinds={"python", "sqlite", "postgres"},
+    description=(
+        "The full daily metric series (CloudWatch / Azure Monitor) of each detected resource, "
+        "under hashed ids, with its aggregates."
+    ),
+)
+def cloudwatch_metrics_history(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> dg.MaterializeResult:
+    part = scan_partition(context, cloud)
+    key = anonymizer.key_bytes()
+    scan = stored_scan(warehouse, part)
+    training, collected_at = derive_training(part, scan, key)
+    rows = derive.metrics_history_rows(scan["detections"], training, collected_at)
+    with warehouse.engine().begin() as conn:
+        deleted, inserted = queries.replace_scan_partition(
+            conn, schema.cloudwatch_metrics_history, part.day, account_hash(part, key), rows
+        )
+    metrics = rows["metric_name"].value_counts().to_dict() if not rows.empty else {}
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": inserted,
+            "rows_replaced": deleted,
+            "resources_with_metrics": int(rows["resource_hash"].nunique()) if not rows.empty else 0,
+            "by_metric": counts_table(metrics, "metric", "series"),
+        }
+    )

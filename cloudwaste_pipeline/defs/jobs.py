@@ -1,0 +1,65 @@
+"""Jobs: what schedules and sensors launch (and what a user picks in the Launchpad)."""
+
+
+import os
+
+import dagster as dg
+
+from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.defs.resources import WarehouseResource
+from cloudwaste_pipeline.privacy.retention import cleanup
+
+scan_job = dg.define_asset_job(
+    "scan_job",
+    selection=dg.AssetSelection.assets(
+        "raw_cloud_scans",
+        "ml_training_data",
+        "resource_lifecycle_events",
+        "cloudwatch_metrics_history",
+    ),
+    description="Scan one account for one day and derive its anonymized rows.",
+)
+
+user_actions_job = dg.define_asset_job(
+    "user_actions_job",
+    selection=dg.AssetSelection.assets("user_action_patterns"),
+    description="Process pending user actions from the outbox (launched by user_action_sensor).",
+)
+
+cost_trends_job = dg.define_asset_job(
+    "cost_trends_job",
+    selection=dg.AssetSelection.assets("cost_trend_data"),
+    description="Rebuild monthly cost trends for chosen months and accounts.",
+)
+
+weekly_export_job = dg.define_asset_job(
+    "weekly_export_job",
+    selection=dg.AssetSelection.assets(
+        "ml_dataset_exports", "waste_prediction_model", "ml_collection_stats"
+    ),
+    description="Export the week's datasets, retrain the model and refresh the stats.",
+)
+
+
+class CleanupConfig(dg.Config):
+    raw_retention_days: int | None = None
+    ml_retention_years: int | None = None
+
+
+@dg.op(description="Delete raw scans past raw retention and ML rows past ML retention.")
+def cleanup_expired_data(
+    context: dg.OpExecutionContext, config: CleanupConfig, warehouse: WarehouseResource
+) -> dict[str, int]:
+    raw_days = config.raw_retention_days or settings.raw_retention_days()
+    ml_years = config.ml_retention_years or int(
+        os.environ.get("CLOUDWASTE_ML_RETENTION_YEARS", settings.DEFAULT_ML_RETENTION_YEARS)
+    )
+    removed = cleanup(warehouse.engine(), settings.today(), raw_days, ml_years)
+    context.add_output_metadata({f"removed_{k}": v for k, v in removed.items()})
+    context.log.info(f"retention: raw {raw_days} days, ML {ml_years} years; removed {removed}")
+    return removed
+
+
+@dg.job(description="Monthly retention cleanup (raw scans and old ML rows).")
+def ml_cleanup_job() -> None:
+    cleanup_expired_data()

@@ -1,0 +1,33 @@
+"""Metadata helpers: previews small enough for the UI, numbers the UI can plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dagster as dg
+import pandas as pd
+
+PREVIEW_ROWS = 20
+
+
+def preview(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> dg.MetadataValue:
+    """A markdown table of at most 20 rows: larger metadata makes the UI slow."""
+    shown = frame[list(columns)] if columns is not None else frame
+    if shown.empty:
+        return dg.MetadataValue.md("_no rows_")
+    return dg.MetadataValue.md(shown.head(PREVIEW_ROWS).to_markdown(index=False))
+
+
+def counts_table(counts: dict[str, Any], key: str, value: str) -> dg.MetadataValue:
+    if not counts:
+        return dg.MetadataValue.md("_none_")
+    lines = [f"| {key} | {value} |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(counts.items())]
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
+    )

@@ -1,0 +1,96 @@
+"""Resources: the warehouse, the anonymization key, the clouds, and where files go.
+
+Clients are built lazily inside resource methods, never at import, so definitions load (and the UI
+shows the graph) on a machine that has none of the credentials yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+from sqlalchemy.engine import Engine
+
+from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
+from cloudwaste_pipeline.privacy.anonymize import load_key
+from cloudwaste_pipeline.scanning.model import RawScan
+from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
+
+_migrated: set[str] = set()
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The warehouse: PostgreSQL when ``CLOUDWASTE_DATABASE_URL`` is set, else embedded SQLite."""
+
+    database_url: str | None = None
+    home: str | None = None
+
+    def url(self) -> str:
+        return self.database_url or settings.database_url(self.home)
+
+    def engine(self) -> Engine:
+        """The shared engine, migrated to the latest schema once per process."""
+        url = self.url()
+        engine = make_engine(url)
+        if url not in _migrated:
+            upgrade(engine)
+            _migrated.add(url)
+        return engine
+
+
+class AnonymizerResource(dg.ConfigurableResource):
+    """The HMAC key; only the demo and the tests ever generate one."""
+
+    key: str
+
+    def key_bytes(self) -> bytes:
+        return load_key({"CLOUDWASTE_ANONYMIZATION_KEY": self.key})
+
+
+class CloudResource(dg.ConfigurableResource):
+    """The accounts file and the scanners behind it."""
+
+    accounts_file: str | None = None
+
+    def accounts_path(self) -> Path:
+        return Path(self.accounts_file) if self.accounts_file else settings.paths().accounts_file
+
+    def accounts(self) -> list[Account]:
+        return load_accounts(self.accounts_path())
+
+    def account(self, alias: str) -> Account:
+        return find_account(self.accounts(), alias)
+
+    def scan(self, account: Account) -> RawScan:
+        """Scan one account now (the pipeline's clock); one failing region gives a partial scan."""
+        if account.provider == "aws":
+            from cloudwaste_pipeline.scanning.aws import run_scan
+
+            return run_scan(account, settings.now())
+        raise NotImplementedError(
+            f"account {account.name!r}: the {account.provider} scanner is not available yet"
+        )
+
+
+class FilesResource(dg.ConfigurableResource):
+    """Local folders for exports and models (under ``CLOUDWASTE_HOME`` unless set)."""
+
+    exports_dir: str | None = None
+    models_dir: str | None = None
+
+    def exports(self) -> Path:
+        return Path(self.exports_dir) if self.exports_dir else settings.paths().exports
+
+    def models(self) -> Path:
+        return Path(self.models_dir) if self.models_dir else settings.paths().models
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    """Production wiring: everything from the environment, read when a run starts."""
+    return {
+        "warehouse": WarehouseResource(),
+        "anonymizer": AnonymizerResource(key=dg.EnvVar("CLOUDWASTE_ANONYMIZATION_KEY")),
+        "cloud": CloudResource(),
+        "files": FilesResource(),
+    }

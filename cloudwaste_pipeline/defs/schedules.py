@@ -1,0 +1,45 @@
+"""Schedules: daily scans, the weekly export (Monday 03:00 UTC), the monthly cleanup (1st, 02:00)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from cloudwaste_pipeline.defs.jobs import ml_cleanup_job, scan_job, weekly_export_job
+from cloudwaste_pipeline.defs.partitions import scan_key
+from cloudwaste_pipeline.defs.resources import CloudResource
+from cloudwaste_pipeline.defs.sensors import register_accounts
+
+
+@dg.schedule(
+    job=scan_job,
+    cron_schedule="0 1 * * *",
+    execution_timezone="UTC",
+    description="Scan every account of the accounts file, once a day.",
+)
+def daily_scan_schedule(context: dg.ScheduleEvaluationContext, cloud: CloudResource):
+    day = context.scheduled_execution_time.date()
+    accounts = cloud.accounts()
+    register_accounts(context.instance, [a.name for a in accounts])
+    if not accounts:
+        return dg.SkipReason("the accounts file lists no account")
+    return [
+        dg.RunRequest(run_key=f"scan:{day}:{a.name}", partition_key=scan_key(day, a.name))
+        for a in accounts
+    ]
+
+
+weekly_ml_export_schedule = dg.build_schedule_from_partitioned_job(
+    weekly_export_job,
+    name="weekly_ml_export_schedule",
+    hour_of_day=3,
+    minute_of_hour=0,
+    description="Monday 03:00 UTC: export the week that just ended and retrain the model.",
+)
+
+monthly_ml_cleanup_schedule = dg.ScheduleDefinition(
+    name="monthly_ml_cleanup_schedule",
+    job=ml_cleanup_job,
+    cron_schedule="0 2 1 * *",
+    execution_timezone="UTC",
+    description="1st of the month, 02:00 UTC: delete data past retention.",
+)

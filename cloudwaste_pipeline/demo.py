@@ -1,0 +1,282 @@
+"""``make demo``: the whole pipeline on a simulated cloud, an embedded warehouse and local files.
+
+The simulated estate is replayed into moto day by day and each day goes through the real jobs,
+exactly as production would run them: the daily scan of every account (with the clock pinned to
+that day), the user actions of that day through the outbox and ``user_actions_job``; then the
+monthly cost trends, the weekly exports, the model and the stats. Runs are recorded in a Dagster
+instance under ``$CLOUDWASTE_HOME/dagster`` so ``make ui`` shows them.
+
+The clock is pinned (``--date``, default 2026-11-16), so the demo gives the same figures every day
+and running it twice leaves the same row counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import yaml
+
+from cloudwaste_pipeline import api, settings
+from cloudwaste_pipeline.defs.partitions import month_key, scan_key
+from cloudwaste_pipeline.defs.sensors import register_accounts
+from cloudwaste_pipeline.simulation.behaviour import Decision, decide
+from cloudwaste_pipeline.simulation.fleet import FleetSpec, plan_fleet, scan_time
+from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
+from cloudwaste_pipeline.warehouse import queries
+
+EVENT_NAMESPACE = uuid.UUID("8a6f2d4e-3c1b-4f5a-9e7d-0b2c4d6e8f10")
+
+
+@dataclass
+class DemoSummary:
+    home: Path
+    table_counts: dict[str, int]
+    export_files: list[Path]
+    model_metrics: dict[str, Any]
+    failed_runs: list[str] = field(default_factory=list)
+
+
+def prepare_home(home: Path) -> settings.Paths:
+    """Point every setting at ``home``; generate the demo's local key once (demo only)."""
+    paths = settings.paths(home)
+    paths.dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = paths.dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text("telemetry:\n  enabled: false\n")
+    if not paths.demo_key.exists():
+        paths.demo_key.write_text(secrets.token_hex(32))
+        paths.demo_key.chmod(0o600)
+    os.environ["CLOUDWASTE_HOME"] = str(paths.home)
+    os.environ["DAGSTER_HOME"] = str(paths.dagster_home)
+    os.environ["CLOUDWASTE_ANONYMIZATION_KEY"] = paths.demo_key.read_text().strip()
+    return paths
+
+
+def write_accounts_file(paths: settings.Paths, spec: FleetSpec) -> None:
+    accounts = [
+        {
+            "name": a.alias,
+            "provider": "aws",
+            "owner_user_id": a.owner_user_id,
+            "account_id": a.account_id,
+            "regions": list(a.regions),
+            "role_arn": a.role_arn,
+        }
+        for a in spec.accounts
+    ]
+    paths.accounts_file.parent.mkdir(parents=True, exist_ok=True)
+    paths.accounts_file.write_text(yaml.safe_dump({"accounts": accounts}, sort_keys=False))
+
+
+def pin_clock(moment: datetime) -> None:
+    os.environ["CLOUDWASTE_NOW"] = moment.isoformat()
+
+
+def complete_weeks(first: date, last: date) -> list[date]:
+    """Mondays starting a week that lies wholly inside [first, last]."""
+    monday = first + timedelta(days=(7 - first.weekday()) % 7)
+    weeks = []
+    while monday + timedelta(days=6) <= last:
+        weeks.append(monday)
+        monday += timedelta(days=7)
+    return weeks
+
+
+class DemoRunner:
+    """Replays the simulated history through the real jobs of the code location."""
+
+    def __init__(self, spec: FleetSpec, progress: Callable[[str], None] = print) -> None:
+        from cloudwaste_pipeline.definitions import defs
+
+        self.spec = spec
+        self.defs = defs
+        self.progress = progress
+        self.instance = dg.DagsterInstance.get()
+        self.failed: list[str] = []
+        self.decisions: dict[str, Decision | None] = {}
+
+    def run_job(self, name: str, **kwargs: Any) -> bool:
+        result = self.defs.resolve_job_def(name).execute_in_process(
+            instance=self.instance, raise_on_error=False, **kwargs
+        )
+        if not result.success:
+            self.failed.append(f"{name} {kwargs.get('partition_key', '')}".strip())
+        return result.success
+
+    def materialize(self, asset: str, partition_key: str | None = None) -> bool:
+        job = self.defs.resolve_implicit_global_asset_job_def()
+        result = job.execute_in_process(
+            instance=self.instance,
+            asset_selection=[dg.AssetKey(asset)],
+            partition_key=partition_key,
+            raise_on_error=False,
+        )
+        if not result.success:
+            self.failed.append(f"{asset} {partition_key or ''}".strip())
+        return result.success
+
+    def replay_history(self, replay: Replay) -> None:
+        engine = api.engine()
+        days = self.spec.days()
+        for index, day in enumerate(days):
+            moment = scan_time(day)
+            pin_clock(moment)
+            replay.advance_to(moment)
+            for account in self.spec.accounts:
+                self.run_job("scan_job", partition_key=scan_key(day, account.alias))
+            if day == self.spec.demo_date:
+                break
+            next_scan = scan_time(days[index + 1])
+            with engine.connect() as conn:
+                for account in self.spec.accounts:
+                    scan = queries.load_raw_scan(conn, "aws", account.account_id, day)
+                    for detection in (scan or {}).get("detections", []):
+                        rid = detection["resource_id"]
+                        if rid not in self.decisions:
+                            first_seen = datetime.fromisoformat(detection["detected_at"])
+                            self.decisions[rid] = decide(self.spec.seed, detection, first_seen)
+                        self._act(replay, account, rid, moment, next_scan)
+            pin_clock(next_scan - timedelta(minutes=5))
+            self.run_job("user_actions_job")
+            self.progress(f"  {day}: scanned {len(self.spec.accounts)} account(s)")
+
+    def _act(self, replay: Replay, account: Any, rid: str, start: datetime, end: datetime) -> None:
+        decision = self.decisions.get(rid)
+        if decision is None:
+            return
+        when = decision.action_at.replace(tzinfo=None)
+        if not start <= when < end:
+            return
+        api.record_user_action(
+            event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{self.spec.seed}|{rid}|{decision.action}")),
+            user_id=account.owner_user_id,
+            account_id=account.account_id,
+            provider="aws",
+            resource_id=rid,
+            action=decision.action,
+            action_at=when,
+        )
+        if decision.action == "deleted":
+            key = replay.key_for(rid)
+            if key:
+                replay.schedule_deletion(key, when)
+
+    def derive_outputs(self) -> None:
+        first, last = self.spec.first_day, self.spec.demo_date
+        pin_clock(scan_time(last) + timedelta(hours=2))
+        months = sorted({date(d.year, d.month, 1) for d in self.spec.days()})
+        for month in months:
+            for account in self.spec.accounts:
+                self.run_job("cost_trends_job", partition_key=month_key(month, account.alias))
+        weeks = complete_weeks(first, last)
+        for monday in weeks[:-1]:
+            self.materialize("ml_dataset_exports", str(monday))
+        if weeks:
+            self.run_job("weekly_export_job", partition_key=str(weeks[-1]))
+        else:
+            self.materialize("waste_prediction_model")
+            self.materialize("ml_collection_stats")
+
+
+def run_demo(
+    home: Path,
+    spec: FleetSpec,
+    progress: Callable[[str], None] = print,
+    planned_out: list | None = None,
+) -> DemoSummary:
+    """Run the whole demo into ``home``; ``planned_out`` receives the replayed plan (tests)."""
+    paths = prepare_home(home)
+    os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
+    write_accounts_file(paths, spec)
+    runner = DemoRunner(spec, progress)
+    register_accounts(runner.instance, [a.alias for a in spec.accounts])
+    progress(f"Replaying {spec.history_days} days of a simulated AWS estate into moto ...")
+    with moto_cloud():
+        replay = Replay(spec, plan_fleet(spec))
+        runner.replay_history(replay)
+        if planned_out is not None:
+            planned_out.extend(replay.planned)
+    progress("Cost trends, weekly exports, model, stats ...")
+    runner.derive_outputs()
+    with api.engine().connect() as conn:
+        counts = queries.table_counts(conn)
+    models = sorted(paths.models.glob("waste_prediction_model-*.json"))
+    metrics = yaml.safe_load(models[-1].read_text())["metrics"] if models else {}
+    return DemoSummary(
+        home=paths.home,
+        table_counts=counts,
+        export_files=sorted(p for p in paths.exports.rglob("*") if p.is_file()),
+        model_metrics=metrics,
+        failed_runs=runner.failed,
+    )
+
+
+def print_summary(summary: DemoSummary) -> None:
+    print("\nCloudWaste demo: done.\n")
+    print("Rows per table (anonymized ML store):")
+    for table, count in summary.table_counts.items():
+        print(f"  {table:<28} {count:>8,}")
+    print(f"\nExport files ({len(summary.export_files)}) under {summary.home / 'ml_datasets'}:")
+    for path in summary.export_files[-7:]:
+        print(f"  {path.relative_to(summary.home)}")
+    m = summary.model_metrics
+    if m:
+        print(
+            f"\nwaste_prediction_model: accuracy {m.get('accuracy')} "
+            f"(majority baseline {m.get('baseline_accuracy')}), ROC AUC {m.get('roc_auc')}, "
+            f"trained on {m.get('train_rows')} resources, tested on {m.get('test_rows')} newer ones"
+        )
+    if summary.failed_runs:
+        print(f"\nFailed runs ({len(summary.failed_runs)}): {', '.join(summary.failed_runs[:10])}")
+    print(
+        f"\nWarehouse: {summary.home / 'warehouse'} (warehouse.db = ML store, raw.db = raw store)"
+        f"\nModels:    {summary.home / 'models'}"
+        "\nUI:        make ui   then open http://127.0.0.1:3000 (same instance, every run above)"
+    )
+
+
+def launch_ui(home: Path, port: int) -> None:
+    """``dagster dev`` on the demo's instance, key and accounts."""
+    prepare_home(home)
+    os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
+    if workspace.exists():
+        command += ["-w", str(workspace)]
+    else:
+        command += ["-m", "cloudwaste_pipeline.definitions"]
+    raise SystemExit(subprocess.call(command))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--home", default=os.environ.get("CLOUDWASTE_HOME", settings.DEFAULT_HOME))
+    parser.add_argument("--date", type=date.fromisoformat, default=FleetSpec.demo_date)
+    parser.add_argument("--days", type=int, default=FleetSpec.history_days)
+    parser.add_argument("--seed", type=int, default=FleetSpec.seed)
+    parser.add_argument("--ui", action="store_true", help="open the Dagster UI on the demo")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args(argv)
+    home = Path(args.home).expanduser().resolve()
+    if args.ui:
+        launch_ui(home, args.port)
+    spec = FleetSpec(seed=args.seed, demo_date=args.date, history_days=args.days)
+    summary = run_demo(home, spec)
+    print_summary(summary)
+    if summary.failed_runs:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""The privacy boundary: raw scans and raw user actions in, anonymized warehouse rows out.
+
+Every row that reaches an ML table is built here, from the functions of ``anonymize``; nothing
+else in the project turns a raw id into a stored value. The functions are pure (no I/O, no clock),
+so a re-run of a partition produces the same rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pandas as pd
+
+from cloudwaste_pipeline.privacy.anonymize import (
+    anonymize_tags,
+    generalize_region,
+    hash_id,
+    hash_series,
+    summarize_metric,
+    whitelist_config,
+)
+
+ACTIONS = ("deleted", "ignored", "kept")
+BUSINESS_HOURS = range(9, 18)
+
+
+def naive_utc(value: str | datetime | None) -> datetime | None:
+    """Warehouse timestamps are naive UTC: one convention for SQLite and PostgreSQL."""
+    if value is None or value == "":
+        return None
+    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    if parsed.tzinfo is not None:
+        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+    return parsed
+
+
+def temporal_features(created_at: datetime | None) -> dict[str, Any] | None:
+    """When a resource was created (roadmap 2.5): weekend and night resources are often tests."""
+    if created_at is None:
+        return None
+    return {
+        "created_hour_of_day": created_at.hour,
+        "created_day_of_week": created_at.weekday(),
+        "created_day_of_month": created_at.day,
+        "is_weekend": created_at.weekday() >= 5,
+        "is_business_hours": created_at.weekday() < 5 and created_at.hour in BUSINESS_HOURS,
+    }
+
+
+def metrics_summary(metrics: Mapping[str, Iterable[Iterable[Any]]] | None) -> dict[str, Any] | None:
+    """Aggregates only (avg, p50, p95, p99, trend): the daily series stays in the history table."""
+    summary = {
+        name: summarize_metric([float(v) for _, v in series])
+        for name, series in (metrics or {}).items()
+        if series
+    }
+    return {k: v for k, v in summary.items() if v is not None} or None
+
+
+def training_rows(
+    detections: list[dict[str, Any]],
+    key: bytes,
+    scan_date: date,
+    collected_at: datetime,
+) -> pd.DataFrame:
+    """One ``ml_training_data`` row per detection of one account's scan of one day."""
+    if not detections:
+        return pd.DataFrame()
+    raw = pd.DataFrame(detections)
+    provider = raw["provider"].iloc[0]
+    created = [naive_utc(v) for v in raw["created_at"]]
+    detected = [naive_utc(v) for v in raw["detected_at"]]
+    parents = raw["parent_id"].where(raw["parent_id"].notna(), None)
+    return pd.DataFrame(
+        {
+            "account_hash": hash_series("account", provider, raw["account_id"], key),
+            "resource_hash": hash_series("resource", provider, raw["resource_id"], key),
+            "resource_type": raw["resource_type"],
+            "provider": raw["provider"],
+            "region_anonymized": [generalize_region(provider, r) for r in raw["region"]],
+            "resource_age_days": [
+                max((d - c).days, 0) if c else 0 for c, d in zip(created, detected, strict=True)
+            ],
+            "detection_scenario": raw["detection_scenario"],
+            "confidence_level": raw["confidence_level"],
+            "metrics_summary": [metrics_summary(m) for m in raw["metrics"]],
+            "cost_monthly": raw["cost_monthly"].astype(float).round(4),
+            "cost_source": raw["cost_source"],
+            "resource_config": [
+                whitelist_config(t, c or {})
+                for t, c in zip(raw["resource_type"], raw["config"], strict=True)
+            ],
+            "tags_anonymized": [anonymize_tags(t or {}) or None for t in raw["tags"]],
+            "parent_resource_hash": hash_series("resource", provider, parents, key),
+            "parent_resource_type": raw["parent_type"].where(raw["parent_type"].notna(), None),
+            "parent_resource_state": raw["parent_state"].where(raw["parent_state"].notna(), None),
+            "temporal_features": [temporal_features(c) for c in created],
+            "detected_at": detected,
+            "created_at": naive_utc(collected_at),
+            "scan_date": scan_date,
+        }
+    )
+
+
+def lifecycle_rows(
+    training: pd.DataFrame, previously_detected: set[str], collected_at: datetime
+) -> pd.DataFrame:
+    """Scan events: ``detected`` on a resource's first appearance, ``metrics_updated`` per scan.
+
+    ``previously_detected`` holds the resource hashes of the account's previous stored scan, so a
+    re-run of a day gives the same events whatever order days are backfilled in.
+    """
+    if training.empty:
+        return pd.DataFrame()
+    common = training[
+        [
+            "resource_hash",
+            "account_hash",
+            "resource_type",
+            "provider",
+            "region_anonymized",
+            "scan_date",
+        ]
+    ].assign(
+        age_at_event_days=training["resource_age_days"],
+        cost_at_event=training["cost_monthly"],
+        event_timestamp=training["detected_at"],
+        created_at=naive_utc(collected_at),
+    )
+    new = ~training["resource_hash"].isin(previously_detected)
+    detected = common[new].assign(event_type="detected", metrics_snapshot=None)
+    has_metrics = training["metrics_summary"].notna()
+    updated = common[has_metrics].assign(
+        event_type="metrics_updated", metrics_snapshot=training.loc[has_metrics, "metrics_summary"]
+    )
+    return pd.concat([detected, updated], ignore_index=True)
+
+
+def metrics_history_rows(
+    detections: list[dict[str, Any]], training: pd.DataFrame, collected_at: datetime
+) -> pd.DataFrame:
+    """The full daily series per resource and metric (roadmap 2.3), under hashed ids only."""
+    rows = []
+    for detection, (_, row) in zip(detections, training.iterrows(), strict=True):
+        for name, series in (detection.get("metrics") or {}).items():
+            if not series:
+                continue
+            stamps = [str(t) for t, _ in series]
+            values = [float(v) for _, v in series]
+            rows.append(
+                {
+                    "resource_hash": row["resource_hash"],
+                    "account_hash": row["account_hash"],
+                    "resource_type": row["resource_type"],
+                    "provider": row["provider"],
+                    "metric_name": name,
+                    "metric_values": {
+                        "timestamps": stamps,
+                        "values": values,
+                        **(summarize_metric(values) or {}),
+                    },
+                    "aggregation_period": "daily",
+                    "start_date": naive_utc(stamps[0]),
+                    "end_date": naive_utc(stamps[-1]),
+                    "collected_at": naive_utc(collected_at),
+                    "scan_date": row["scan_date"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def event_hash(event_id: str, provider: str, key: bytes) -> str:
+    return hash_id("event", provider, event_id, key)
+
+
+def validate_action_event(event: Mapping[str, Any]) -> str | None:
+    """Why an outbox event cannot be used, or None when it can."""
+    for name in ("event_id", "user_id", "account_id", "provider", "resource_id", "action"):
+        value = event.get(name)
+        if value is None or str(value).strip() == "":
+            return f"missing field '{name}'"
+    if event["provider"] not in ("aws", "azure"):
+        return f"unknown provider {event['provider']!r}"
+    if event["action"] not in ACTIONS:
+        return f"unknown action {event['action']!r} (expected one of {', '.join(ACTIONS)})"
+    action_at = event.get("action_at")
+    if action_at is None or action_at == "":
+        return "missing field 'action_at'"
+    if not isinstance(action_at, datetime):
+        try:
+            datetime.fromisoformat(str(action_at))
+        except ValueError:
+            return "action_at is not an ISO timestamp"
+    return None
+
+
+def action_rows(
+    events: pd.DataFrame,
+    detections: pd.DataFrame,
+    preferences: pd.DataFrame,
+    key: bytes,
+    created_at: datetime,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``user_action_patterns`` rows for the events whose resource has been detected.
+
+    ``detections`` holds, per resource hash, the first detection time and the latest scenario,
+    confidence and cost (from ``ml_training_data``). Returns (rows, held events): an event for a
+    resource not yet detected is held, not dropped, because its scan may not be processed yet.
+    """
+    if events.empty:
+        return pd.DataFrame(), events
+    frame = events.copy()
+    frame["event_hash"] = [event_hash(e, p, key) for e, p in zip(frame["event_id"], frame["provider"], strict=True)]
+    frame["user_hash"] = [hash_id("user", p, u, key) for u, p in zip(frame["user_id"], frame["provider"], strict=True)]
+    frame["account_hash"] = [
+        hash_id("account", p, a, key) for a, p in zip(frame["account_id"], frame["provider"], strict=True)
+    ]
+    frame["resource_hash"] = [
+        hash_id("resource", p, r, key) for r, p in zip(frame["resource_id"], frame["provider"], strict=True)
+    ]
+    joined = frame.merge(detections, on="resource_hash", how="left")
+    found = joined["detected_at"].notna()
+    held = events[~found.to_numpy()]
+    rows = joined[found].copy()
+    if rows.empty:
+        return pd.DataFrame(), held
+    rows["action_at"] = [naive_utc(v) for v in rows["action_at"]]
+    if not preferences.empty:
+        rows = rows.merge(preferences, on="user_hash", how="left")
+    else:
+        rows["industry_anonymized"] = None
+        rows["company_size_bucket"] = None
+    hours = (pd.to_datetime(rows["action_at"]) - pd.to_datetime(rows["detected_at"])).dt.total_seconds()
+    out = pd.DataFrame(
+        {
+            "event_hash": rows["event_hash"],
+            "user_hash": rows["user_hash"],
+            "account_hash": rows["account_hash"],
+            "resource_hash": rows["resource_hash"],
+            "resource_type": rows["resource_type"],
+            "provider": rows["provider"],
+            "region_anonymized": rows["region_anonymized"],
+            "detection_scenario": rows["detection_scenario"],
+            "confidence_level": rows["confidence_level"],
+            "action_taken": rows["action"],
+            "time_to_action_hours": (hours.clip(lower=0) / 3600).round().astype(int),
+            "cost_monthly": rows["cost_monthly"].astype(float),
+            "cost_saved_monthly": rows["cost_monthly"].astype(float).where(rows["action"] == "deleted", 0.0),
+            "industry_anonymized": rows["industry_anonymized"],
+            "company_size_bucket": rows["company_size_bucket"],
+            "detected_at": pd.to_datetime(rows["detected_at"]).dt.to_pydatetime(),
+            "action_at": rows["action_at"],
+            "created_at": naive_utc(created_at),
+        }
+    )
+    return out.reset_index(drop=True), held
+
+
+def action_lifecycle_rows(actions: pd.DataFrame) -> pd.DataFrame:
+    """``status_changed`` for every action and ``deleted`` for deletions, keyed by the event hash."""
+    if actions.empty:
+        return pd.DataFrame()
+    base = pd.DataFrame(
+        {
+            "resource_hash": actions["resource_hash"],
+            "account_hash": actions["account_hash"],
+            "resource_type": actions["resource_type"],
+            "provider": actions["provider"],
+            "region_anonymized": actions["region_anonymized"],
+            "age_at_event_days": None,
+            "cost_at_event": actions["cost_monthly"],
+            "metrics_snapshot": [{"action": a} for a in actions["action_taken"]],
+            "event_timestamp": actions["action_at"],
+            "created_at": actions["created_at"],
+            "scan_date": None,
+            "source_event_hash": actions["event_hash"],
+        }
+    )
+    changed = base.assign(event_type="status_changed")
+    deleted = base[(actions["action_taken"] == "deleted").to_numpy()].assign(event_type="deleted")
+    return pd.concat([changed, deleted], ignore_index=True)

@@ -1,0 +1,162 @@
+"""The warehouse reads and writes the assets share, written once for both engines."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloudwaste_pipeline.scanning.model import RawScan
+from cloudwaste_pipeline.warehouse import schema
+from cloudwaste_pipeline.warehouse.load import bulk_insert, read_frame, replace_rows
+
+
+def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
+    """Keep the day's scan (raw ids: raw store only); a re-scan of the same day replaces it."""
+    raw, errors = schema.raw_scans, schema.scan_errors
+    same_scan = sa.and_(
+        raw.c.provider == scan.provider,
+        raw.c.account_id == scan.account_id,
+        raw.c.scan_date == scan.scan_date,
+    )
+    frame = pd.DataFrame(
+        [
+            {
+                "provider": scan.provider,
+                "account_id": scan.account_id,
+                "account_alias": alias,
+                "scan_date": scan.scan_date,
+                "scanned_at": scan.scanned_at.replace(tzinfo=None),
+                "status": scan.status,
+                "payload": scan.payload(),
+            }
+        ]
+    )
+    replace_rows(conn, raw, same_scan, frame)
+    error_frame = pd.DataFrame(
+        [
+            {
+                "provider": scan.provider,
+                "account_id": scan.account_id,
+                "scan_date": scan.scan_date,
+                "region": e.region,
+                "service": e.service,
+                "error_code": e.error_code,
+                "message": e.message,
+            }
+            for e in scan.errors
+        ]
+    )
+    same_errors = sa.and_(
+        errors.c.provider == scan.provider,
+        errors.c.account_id == scan.account_id,
+        errors.c.scan_date == scan.scan_date,
+    )
+    replace_rows(conn, errors, same_errors, error_frame)
+
+
+def load_raw_scan(
+    conn: Connection, provider: str, account_id: str, scan_date: date
+) -> dict[str, Any] | None:
+    raw = schema.raw_scans
+    row = conn.execute(
+        sa.select(raw.c.payload, raw.c.scanned_at, raw.c.status).where(
+            raw.c.provider == provider,
+            raw.c.account_id == account_id,
+            raw.c.scan_date == scan_date,
+        )
+    ).first()
+    if row is None:
+        return None
+    payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+    return {**payload, "scanned_at": row.scanned_at, "status": row.status}
+
+
+def previous_raw_scan(
+    conn: Connection, provider: str, account_id: str, before: date
+) -> dict[str, Any] | None:
+    """The account's latest stored scan before ``before``: what "first detected" is relative to."""
+    raw = schema.raw_scans
+    previous = conn.execute(
+        sa.select(sa.func.max(raw.c.scan_date)).where(
+            raw.c.provider == provider, raw.c.account_id == account_id, raw.c.scan_date < before
+        )
+    ).scalar()
+    if previous is None:
+        return None
+    if isinstance(previous, str):
+        previous = date.fromisoformat(previous)
+    return load_raw_scan(conn, provider, account_id, previous)
+
+
+def previous_detected_hashes(conn: Connection, account_hash: str, before: date) -> set[str] | None:
+    """Fallback once raw scans expired: the resources of the previous derived scan day."""
+    ml = schema.ml_training_data
+    previous = conn.execute(
+        sa.select(sa.func.max(ml.c.scan_date)).where(
+            ml.c.account_hash == account_hash, ml.c.scan_date < before
+        )
+    ).scalar()
+    if previous is None:
+        return None
+    rows = conn.execute(
+        sa.select(ml.c.resource_hash).where(
+            ml.c.account_hash == account_hash, ml.c.scan_date == previous
+        )
+    )
+    return {r.resource_hash for r in rows}
+
+
+def replace_scan_partition(
+    conn: Connection,
+    table: sa.Table,
+    scan_date: date,
+    account_hash: str,
+    frame: pd.DataFrame,
+    extra: sa.ColumnElement[bool] | None = None,
+) -> tuple[int, int]:
+    where = sa.and_(table.c.scan_date == scan_date, table.c.account_hash == account_hash)
+    if extra is not None:
+        where = sa.and_(where, extra)
+    return replace_rows(conn, table, where, frame)
+
+
+def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
+    """Join the latest user action of each resource into ``ml_training_data.user_action``.
+
+    ``user_action_patterns`` is the source of truth for labels, so rebuilding a scan day (or
+    re-running an action batch) re-joins them and never drops one.
+    """
+    ml, actions = schema.ml_training_data, schema.user_action_patterns
+    latest = (
+        sa.select(actions.c.action_taken)
+        .where(actions.c.resource_hash == ml.c.resource_hash)
+        .order_by(actions.c.action_at.desc(), actions.c.created_at.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    result = conn.execute(sa.update(ml).where(where).values(user_action=latest))
+    return result.rowcount or 0
+
+
+def frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
+    return read_frame(conn, query)
+
+
+def table_counts(conn: Connection) -> dict[str, int]:
+    return {
+        table.name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
+        for table in schema.ML_TABLES
+    }
+
+
+def insert_frame(conn: Connection, table: sa.Table, data: pd.DataFrame) -> int:
+    return bulk_insert(conn, table, data) if not data.empty else 0
+
+
+def as_datetime(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))

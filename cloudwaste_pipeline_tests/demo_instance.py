@@ -1,0 +1,59 @@
+"""One small materialized demo instance, shared by every test that needs one (session scope).
+
+Short history and a small estate, the in-process executor, a temporary CLOUDWASTE_HOME and a
+generated key; the environment is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from cloudwaste_pipeline.demo import DemoSummary, run_demo
+from cloudwaste_pipeline.simulation.fleet import DEMO_ACCOUNTS, FleetSpec, PlannedResource
+
+TEST_SPEC = FleetSpec(
+    seed=11,
+    demo_date=date(2026, 11, 16),
+    history_days=9,
+    resources_per_region=20,
+    accounts=DEMO_ACCOUNTS[:2],
+)
+ENV_KEYS = (
+    "CLOUDWASTE_HOME",
+    "DAGSTER_HOME",
+    "CLOUDWASTE_ANONYMIZATION_KEY",
+    "CLOUDWASTE_NOW",
+    "CLOUDWASTE_DATABASE_URL",
+    "CLOUDWASTE_ACCOUNTS_FILE",
+)
+
+
+@dataclass
+class DemoInstance:
+    home: Path
+    summary: DemoSummary
+    planned: list[PlannedResource]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
+    saved = {k: os.environ.get(k) for k in ENV_KEYS}
+    for key in ENV_KEYS:
+        os.environ.pop(key, None)
+    home = tmp_path_factory.mktemp("demo-home")
+    planned: list[PlannedResource] = []
+    summary = run_demo(home, TEST_SPEC, progress=lambda _: None, planned_out=planned)
+    try:
+        yield DemoInstance(home, summary, planned)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

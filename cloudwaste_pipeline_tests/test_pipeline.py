@@ -1,0 +1,210 @@
+"""The whole graph on the shared demo instance: rows everywhere, nothing raw leaks, re-runs are
+idempotent, past days re-derive from stored raw scans and fail clearly past retention."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from cloudwaste_pipeline import api
+from cloudwaste_pipeline.defs.partitions import month_key, scan_key
+from cloudwaste_pipeline.definitions import defs
+from cloudwaste_pipeline.ml import train
+from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline_tests.demo_instance import TEST_SPEC
+
+ACCOUNT = TEST_SPEC.accounts[0]
+
+
+def run(name: str, **kwargs) -> dg.ExecuteInProcessResult:
+    return defs.resolve_job_def(name).execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False, **kwargs
+    )
+
+
+def counts() -> dict[str, int]:
+    with api.engine().connect() as conn:
+        return queries.table_counts(conn)
+
+
+def test_demo_fills_all_six_tables_exports_and_a_model(demo):
+    summary = demo.summary
+    assert summary.failed_runs == []
+    assert set(summary.table_counts) == {t.name for t in schema.ML_TABLES}
+    assert all(n > 0 for n in summary.table_counts.values()), summary.table_counts
+    names = {p.name for p in summary.export_files}
+    stamp = "20261115"  # the last complete Monday-Sunday week before 2026-11-16
+    for dataset in ("ml_training_data", "user_action_patterns", "cost_trends"):
+        for fmt in ("json", "csv", "parquet"):
+            assert f"{dataset}_{stamp}.{fmt}" in names
+    exported = next(p for p in summary.export_files if p.name == f"ml_training_data_{stamp}.json")
+    rows = json.loads(exported.read_text())
+    parquet = pd.read_parquet(exported.with_suffix(".parquet"))
+    assert len(rows) == len(parquet) > 0
+    metrics = summary.model_metrics
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and "baseline_accuracy" in metrics
+    model_file = next((demo.home / "models").glob("waste_prediction_model-*.skops"))
+    examples = api.load_dataset("ml_training_data").head(5)
+    from cloudwaste_pipeline.ml.features import build_features
+
+    probabilities = train.load(model_file).predict_proba(build_features(examples))[:, 1]
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+
+
+def raw_identifiers(demo) -> set[str]:
+    """Every raw id and planted PII value the simulated fleet holds."""
+    values: set[str] = set()
+    for account in TEST_SPEC.accounts:
+        values |= {account.account_id, account.owner_user_id}
+    for resource in demo.planned:
+        values |= set(resource.pii)
+        values |= {v for v in (resource.cloud_id, resource.root_volume_id) if v}
+    with api.engine().connect() as conn:
+        for row in conn.execute(sa.select(schema.raw_scans.c.payload)):
+            payload = row.payload if isinstance(row.payload, dict) else json.loads(row.payload)
+            for detection in payload["detections"]:
+                values.add(detection["resource_id"])
+                values.add(detection["resource_id"].rsplit("/", 1)[-1])
+                if detection.get("parent_id"):
+                    values.add(detection["parent_id"].rsplit("/", 1)[-1])
+    return {v for v in values if v}
+
+
+def test_no_raw_id_or_pii_reaches_an_ml_table_or_an_export(demo):
+    secrets = raw_identifiers(demo)
+    assert len(secrets) > 50
+    with api.engine().connect() as conn:
+        for table in schema.ML_TABLES:
+            text = "\n".join(
+                json.dumps(list(r), default=str) for r in conn.execute(sa.select(table))
+            )
+            leaked = {s for s in secrets if s in text}
+            assert not leaked, f"{table.name} holds raw values: {sorted(leaked)[:5]}"
+    for path in demo.summary.export_files:
+        data = path.read_bytes()
+        leaked = {s for s in secrets if s.encode() in data}
+        assert not leaked, f"{path.name} holds raw values: {sorted(leaked)[:5]}"
+
+
+def test_rerunning_partitions_changes_no_count_and_keeps_labels(demo):
+    before = counts()
+    with api.engine().connect() as conn:
+        labelled = conn.execute(
+            sa.select(sa.func.count()).where(schema.ml_training_data.c.user_action.is_not(None))
+        ).scalar()
+    day = TEST_SPEC.demo_date - timedelta(days=2)
+    assert run("scan_job", partition_key=scan_key(day, ACCOUNT.alias)).success
+    assert run("user_actions_job").success
+    month = month_key(date(day.year, day.month, 1), ACCOUNT.alias)
+    assert run("cost_trends_job", partition_key=month).success
+    assert counts() == before
+    with api.engine().connect() as conn:
+        assert (
+            conn.execute(
+                sa.select(sa.func.count()).where(
+                    schema.ml_training_data.c.user_action.is_not(None)
+                )
+            ).scalar()
+            == labelled
+            > 0
+        )
+
+
+def test_past_days_fail_clearly_without_a_stored_scan_or_past_retention(demo):
+    gone = TEST_SPEC.demo_date - timedelta(days=45)
+    result = run("scan_job", partition_key=scan_key(gone, ACCOUNT.alias))
+    assert not result.success
+    failure = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "past raw retention" in failure
+    never = TEST_SPEC.first_day - timedelta(days=3)
+    result = run("scan_job", partition_key=scan_key(never, ACCOUNT.alias))
+    message = result.get_step_failure_events()[0].event_specific_data.error.message
+    assert "cannot be scanned as of a past date" in message
+    future = TEST_SPEC.demo_date + timedelta(days=1)
+    result = run("scan_job", partition_key=scan_key(future, ACCOUNT.alias))
+    assert "in the future" in result.get_step_failure_events()[0].event_specific_data.error.message
+
+
+def test_user_action_sensor_launches_once_per_new_batch(demo):
+    instance = dg.DagsterInstance.get()
+    sensor = defs.resolve_sensor_def("user_action_sensor")
+    with api.engine().connect() as conn:
+        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
+    idle = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources)
+    )
+    assert not idle.run_requests and idle.skip_message
+    with api.engine().connect() as conn:
+        detection = conn.execute(sa.select(schema.raw_scans.c.payload)).first().payload
+    resource = detection["detections"][0]
+    api.record_user_action(
+        user_id=ACCOUNT.owner_user_id,
+        account_id=ACCOUNT.account_id,
+        provider="aws",
+        resource_id=resource["resource_id"],
+        action="kept",
+        event_id="sensor-test-event",
+    )
+    tick = sensor.evaluate_tick(
+        dg.build_sensor_context(
+            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
+        )
+    )
+    assert len(tick.run_requests) == 1
+    assert json.loads(tick.cursor)["last_seq"] == newest + 1
+    again = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=defs.resources)
+    )
+    assert not again.run_requests
+
+
+def test_schedules_and_jobs_are_wired():
+    assert defs.resolve_schedule_def("weekly_ml_export_schedule").cron_schedule == "0 3 * * 1"
+    cleanup = defs.resolve_schedule_def("monthly_ml_cleanup_schedule")
+    assert cleanup.cron_schedule == "0 2 1 * *" and cleanup.execution_timezone == "UTC"
+    assert defs.resolve_schedule_def("daily_scan_schedule").job_name == "scan_job"
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert keys == {
+        "raw_cloud_scans",
+        "ml_training_data",
+        "resource_lifecycle_events",
+        "cloudwatch_metrics_history",
+        "user_action_patterns",
+        "cost_trend_data",
+        "ml_dataset_exports",
+        "waste_prediction_model",
+        "ml_collection_stats",
+    }
+
+
+def test_daily_schedule_requests_every_account(demo):
+    schedule = defs.resolve_schedule_def("daily_scan_schedule")
+    context = dg.build_schedule_context(
+        instance=dg.DagsterInstance.get(),
+        scheduled_execution_time=pd.Timestamp("2026-11-17T01:00:00Z").to_pydatetime(),
+        resources=defs.resources,
+    )
+    requests = schedule.evaluate_tick(context).run_requests
+    assert sorted(r.partition_key for r in requests) == sorted(
+        str(scan_key("2026-11-17", a.alias)) for a in TEST_SPEC.accounts
+    )
+
+
+def test_definitions_validate_from_the_cli():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "cloudwaste_pipeline.definitions"],
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,695 @@
+"""The AWS scanner against a moto server, and the AWS rule table and price table on their own.
+
+The moto estate is planted per test in two regions: each piece of waste has a healthy twin, so
+"every planted waste found" and "nothing healthy flagged" are one equality on detections. Times
+moto cannot set through the API (stop time, volume creation) are backdated in moto's in-process
+backend, which the threaded server shares.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import boto3
+import pytest
+import requests
+from botocore.awsrequest import AWSResponse
+from botocore.config import Config
+from moto.ec2.models import ec2_backends
+from moto.server import ThreadedMotoServer
+
+from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.scanning import aws, pricing
+from cloudwaste_pipeline.scanning.aws import (
+    AccountMismatchError,
+    ApiCallCounter,
+    list_regions,
+    make_session,
+    parse_transition_time,
+    run_scan,
+    scan_account,
+)
+from cloudwaste_pipeline.scanning.model import Resource
+from cloudwaste_pipeline.scanning.rules_aws import (
+    DEFAULT_THRESHOLDS,
+    RULES,
+    Rule,
+    Thresholds,
+    detect,
+    rules_markdown,
+)
+
+ACCOUNT_ID = "123456789012"  # moto's account for the "testing" credentials
+OTHER_ACCOUNT_ID = "222222222222"
+REGIONS = ("us-east-1", "eu-west-1")
+ACCOUNT = Account(name="test-aws", provider="aws", owner_user_id="u1", account_id=ACCOUNT_ID)
+
+
+# --------------------------------------------------------------------------------------------
+# The moto server and the planted estate
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    request_log = logging.getLogger("werkzeug")  # one line per request: noise on failures
+    level = request_log.level
+    request_log.setLevel(logging.WARNING)
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", url)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
+            mp.delenv(name, raising=False)
+        yield url
+    server.stop()
+    request_log.setLevel(level)
+
+
+@pytest.fixture
+def moto(moto_url: str) -> str:
+    requests.post(f"{moto_url}/moto-api/reset", timeout=10).raise_for_status()
+    return moto_url
+
+
+@pytest.fixture
+def now() -> datetime:
+    # moto stamps creation with the wall clock, so the scan's clock must be the wall clock too.
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass
+class Estate:
+    """Raw ids of what was planted, per region, under the role each plays."""
+
+    ids: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def arn(self, region: str, role: str, account_id: str = ACCOUNT_ID) -> str:
+        kind = {"vol": "volume", "i": "instance", "eipalloc": "elastic-ip"}[
+            self.ids[(region, role)].split("-")[0]
+        ]
+        return f"arn:aws:ec2:{region}:{account_id}:{kind}/{self.ids[(region, role)]}"
+
+
+def _linux_image(account_id: str, region: str) -> str:
+    # Read from the backend: DescribeImages returns moto's ~1,300 AMIs and takes a second.
+    amis = ec2_backends[account_id][region].amis.values()
+    return next(ami.id for ami in amis if not ami.platform)
+
+
+def _backdate_stop(account_id: str, region: str, instance_id: str, when: datetime) -> None:
+    instance = ec2_backends[account_id][region].get_instance(instance_id)
+    instance._reason = f"User initiated ({when:%Y-%m-%d %H:%M:%S} GMT)"
+
+
+def _backdate_volume(account_id: str, region: str, volume_id: str, when: datetime) -> None:
+    # moto keeps naive UTC times.
+    ec2_backends[account_id][region].volumes[volume_id].create_time = when.replace(tzinfo=None)
+
+
+def _root_volume(ec2: Any, instance_id: str) -> str:
+    reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+    return reservations[0]["Instances"][0]["BlockDeviceMappings"][0]["Ebs"]["VolumeId"]
+
+
+def plant(region: str, now: datetime, estate: Estate, session: boto3.Session | None = None) -> None:
+    """Waste and its healthy twins in one region (of the session's account)."""
+    session = session or boto3.Session()
+    account_id = session.client("sts", region_name=region).get_caller_identity()["Account"]
+    ec2 = session.client("ec2", region_name=region)
+    zone = f"{region}a"
+    image = _linux_image(account_id, region)
+
+    def run(role: str) -> str:
+        instance = ec2.run_instances(
+            ImageId=image,
+            MinCount=1,
+            MaxCount=1,
+            InstanceType="t3.micro",
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": role}]}
+            ],
+        )["Instances"][0]
+        estate.ids[(region, role)] = instance["InstanceId"]
+        estate.ids[(region, f"{role}-root")] = _root_volume(ec2, instance["InstanceId"])
+        return instance["InstanceId"]
+
+    old = ec2.create_volume(AvailabilityZone=zone, Size=100, VolumeType="gp3")["VolumeId"]
+    _backdate_volume(account_id, region, old, now - timedelta(days=120))
+    estate.ids[(region, "old-unattached")] = old
+    new = ec2.create_volume(AvailabilityZone=zone, Size=10, VolumeType="gp2")["VolumeId"]
+    estate.ids[(region, "new-unattached")] = new
+
+    running = run("running")
+    data = ec2.create_volume(AvailabilityZone=zone, Size=50, VolumeType="gp3")["VolumeId"]
+    ec2.attach_volume(VolumeId=data, InstanceId=running, Device="/dev/sdf")
+    estate.ids[(region, "running-data")] = data
+
+    for role, days in (("stopped-long", 30), ("stopped-recent", 2)):
+        instance_id = run(role)
+        ec2.stop_instances(InstanceIds=[instance_id])
+        _backdate_stop(account_id, region, instance_id, now - timedelta(days=days))
+
+    free = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    estate.ids[(region, "eip-free")] = free
+    used = ec2.allocate_address(Domain="vpc")["AllocationId"]
+    ec2.associate_address(AllocationId=used, InstanceId=running)
+    estate.ids[(region, "eip-used")] = used
+
+
+def put_daily_metrics(region: str, instance_id: str, now: datetime) -> dict[str, list]:
+    """Three daily points per instance metric, at noon of the three days before ``now``."""
+    cloudwatch = boto3.client("cloudwatch", region_name=region)
+    expected: dict[str, list] = {}
+    for metric, values in (("CPUUtilization", [2.0, 3.0, 4.0]), ("NetworkOut", [10.0, 0.0, 5.0])):
+        days = [now.date() - timedelta(days=k) for k in (3, 2, 1)]
+        cloudwatch.put_metric_data(
+            Namespace="AWS/EC2",
+            MetricData=[
+                {
+                    "MetricName": metric,
+                    "Dimensions": [{"Name": "InstanceId", "Value": instance_id}],
+                    "Timestamp": datetime.combine(day, time(12), UTC),
+                    "Value": value,
+                }
+                for day, value in zip(days, values, strict=True)
+            ],
+        )
+        expected[metric] = [(d.isoformat(), v) for d, v in zip(days, values, strict=True)]
+    return expected
+
+
+@pytest.fixture
+def estate(moto: str, now: datetime) -> Estate:
+    planted = Estate()
+    for region in REGIONS:
+        plant(region, now, planted)
+    return planted
+
+
+def counted_session() -> tuple[boto3.Session, ApiCallCounter]:
+    session = boto3.Session()
+    return session, ApiCallCounter().attach(session)
+
+
+# --------------------------------------------------------------------------------------------
+# Injected failures: whole HTTP responses returned from botocore's before-send event, so the
+# error goes through botocore's real parsing and retry handling.
+# --------------------------------------------------------------------------------------------
+
+_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([a-z0-9-]+)/")
+
+
+class _RawBody:
+    def __init__(self, body: bytes) -> None:
+        self._body = body
+
+    def stream(self, **_: Any) -> Iterator[bytes]:
+        yield self._body
+
+
+def ec2_error(url: str, status: int, code: str, message: str) -> AWSResponse:
+    body = (
+        f"<Response><Errors><Error><Code>{code}</Code><Message>{message}</Message></Error>"
+        "</Errors><RequestID>req-1</RequestID></Response>"
+    ).encode()
+    return AWSResponse(url, status, {"Content-Type": "text/xml"}, _RawBody(body))
+
+
+def signing_region(request: Any) -> str | None:
+    authorization = request.headers.get("Authorization") or b""
+    if isinstance(authorization, bytes):
+        authorization = authorization.decode()
+    match = _SCOPE.search(authorization)
+    return match.group(1) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# Scanner against moto
+# --------------------------------------------------------------------------------------------
+
+
+def test_scan_finds_every_planted_waste_and_nothing_healthy(estate: Estate, now: datetime) -> None:
+    session, _ = counted_session()
+    scan = run_scan(ACCOUNT, now, regions=REGIONS, session=session)
+
+    found = {
+        d["resource_id"]: (d["detection_scenario"], d["confidence_level"]) for d in scan.detections
+    }
+    expected = {}
+    for region in REGIONS:
+        expected |= {
+            estate.arn(region, "old-unattached"): ("unattached_volume", "critical"),
+            estate.arn(region, "new-unattached"): ("unattached_volume", "low"),
+            estate.arn(region, "stopped-long"): ("stopped_instance", "high"),
+            estate.arn(region, "stopped-long-root"): ("attached_to_stopped_instance", "high"),
+            estate.arn(region, "eip-free"): ("unassociated_ip", "high"),
+        }
+    assert found == expected
+    assert scan.status == "complete"
+    # Per region: 3 instances, their 3 root volumes, 3 more volumes, 2 addresses.
+    assert scan.resources_scanned == 11 * len(REGIONS)
+    for detection in scan.detections:
+        assert re.fullmatch(
+            r"arn:aws:ec2:(us-east-1|eu-west-1):123456789012:"
+            r"(volume/vol|instance/i|elastic-ip/eipalloc)-[0-9a-f]+",
+            detection["resource_id"],
+        )
+        assert "arn:" not in detection["reason"]
+        assert not re.search(r"\b(vol|i|eipalloc)-[0-9a-f]{8,}", detection["reason"])
+
+
+def test_resources_carry_costs_from_the_price_table(estate: Estate, now: datetime) -> None:
+    resources, errors = scan_account(ACCOUNT, now, regions=REGIONS)
+    assert errors == []
+    by_id = {r.resource_id: r for r in resources}
+    for region, multiplier in (("us-east-1", 1.0), ("eu-west-1", 1.1)):
+        old = by_id[estate.arn(region, "old-unattached")]
+        assert old.cost_monthly == pytest.approx(100 * 0.08 * multiplier)
+        assert old.config == {
+            "size_gb": 100,
+            "volume_type": "gp3",
+            "iops": old.config["iops"],
+            "throughput": old.config["throughput"],
+            "encrypted": False,
+        }
+        assert old.cost_source == pricing.PRICE_TABLE
+        assert (now - old.created_at).days == 120
+
+        running = by_id[estate.arn(region, "running")]
+        assert running.cost_monthly == pytest.approx(0.0104 * 730 * multiplier)
+        assert running.cost_source == pricing.PRICE_TABLE
+        assert running.name == "running"
+        assert running.parent_type == "vpc"
+        assert running.parent_id.startswith(f"arn:aws:ec2:{region}:{ACCOUNT_ID}:vpc/vpc-")
+
+        # A stopped instance costs the storage of its root volume (8 GiB gp2), not compute.
+        stopped = by_id[estate.arn(region, "stopped-long")]
+        assert stopped.cost_monthly == pytest.approx(8 * 0.10 * multiplier)
+        assert stopped.state_since == (now - timedelta(days=30))
+
+        root = by_id[estate.arn(region, "stopped-long-root")]
+        assert root.parent_id == estate.arn(region, "stopped-long")
+        assert (root.parent_type, root.parent_state) == ("ec2_instance", "stopped")
+        assert root.attrs["attached_instance_states"] == ["stopped"]
+
+        assert by_id[estate.arn(region, "eip-free")].cost_monthly == 3.65
+        used = by_id[estate.arn(region, "eip-used")]
+        assert used.cost_monthly == 0.0
+        assert used.attrs["association_id"]
+        assert used.parent_id == estate.arn(region, "running")
+
+
+def test_metrics_come_from_one_get_metric_data_call_per_region(
+    estate: Estate, now: datetime
+) -> None:
+    instance_id = estate.ids[("us-east-1", "running")]
+    expected = put_daily_metrics("us-east-1", instance_id, now)
+    session, counter = counted_session()
+
+    resources, errors = scan_account(ACCOUNT, now, regions=REGIONS, session=session)
+
+    assert errors == []
+    by_id = {r.resource_id: r for r in resources}
+    assert by_id[estate.arn("us-east-1", "running")].metrics == expected
+    assert by_id[estate.arn("eu-west-1", "running")].metrics == {
+        "CPUUtilization": [],
+        "NetworkOut": [],
+    }
+    assert by_id[estate.arn("us-east-1", "old-unattached")].metrics == {
+        "VolumeReadOps": [],
+        "VolumeWriteOps": [],
+    }
+    for region in REGIONS:
+        assert counter.total(operation="GetMetricData", region=region) == 1
+        # Three describes and one metrics call per region, whatever the number of resources.
+        assert counter.total(service="ec2", region=region) == 3
+        assert counter.total(service="cloudwatch", region=region) == 1
+    assert counter.by_operation()["sts.GetCallerIdentity"] == 1
+    assert counter.total() == 1 + 4 * len(REGIONS)
+
+
+def test_access_denied_in_one_region_gives_a_partial_scan(estate: Estate, now: datetime) -> None:
+    session = boto3.Session()
+    message = (
+        f"You are not authorized to perform this operation. User: arn:aws:iam::{ACCOUNT_ID}:user/"
+        "scanner is not authorized on vol-0123456789abcdef0 from 10.1.2.3"
+    )
+
+    def deny_eu(request: Any, **_: Any) -> AWSResponse | None:
+        if signing_region(request) == "eu-west-1":
+            return ec2_error(request.url, 403, "UnauthorizedOperation", message)
+        return None
+
+    session.events.register("before-send.ec2", deny_eu)
+    scan = run_scan(ACCOUNT, now, regions=REGIONS, session=session)
+
+    assert scan.status == "partial"
+    assert {(e.region, e.service, e.error_code) for e in scan.errors} == {
+        ("eu-west-1", "ec2:DescribeInstances", "UnauthorizedOperation"),
+        ("eu-west-1", "ec2:DescribeVolumes", "UnauthorizedOperation"),
+        ("eu-west-1", "ec2:DescribeAddresses", "UnauthorizedOperation"),
+    }
+    for error in scan.errors:
+        assert "not authorized" in error.message
+        for raw in (ACCOUNT_ID, "arn:", "vol-0123456789abcdef0", "10.1.2.3"):
+            assert raw not in error.message
+    assert {d["region"] for d in scan.detections} == {"us-east-1"}
+    assert len(scan.detections) == 5
+    assert scan.payload()["errors"][0]["region"] == "eu-west-1"
+
+
+def test_a_region_that_fails_entirely_does_not_stop_the_others(
+    estate: Estate, now: datetime
+) -> None:
+    resources, errors = scan_account(ACCOUNT, now, regions=("us-east-1", "not a region!"))
+    assert [(e.region, e.service, e.error_code) for e in errors] == [
+        ("not a region!", "region", "InvalidRegionError")
+    ]
+    assert {r.region for r in resources} == {"us-east-1"}
+
+
+def test_a_service_endpoint_override_is_honoured_and_its_failure_recorded(
+    estate: Estate, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # boto3 reads AWS_ENDPOINT_URL_<SERVICE> itself; nothing listens on port 9, so only the
+    # metrics call group fails (at once: no retries here, to keep the test fast).
+    monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDWATCH", "http://127.0.0.1:9")
+    monkeypatch.setattr(
+        aws, "CLIENT_CONFIG", Config(retries={"mode": "standard", "max_attempts": 1})
+    )
+
+    resources, errors = scan_account(ACCOUNT, now, regions=("us-east-1",))
+
+    assert [(e.service, e.error_code) for e in errors] == [
+        ("cloudwatch:GetMetricData", "EndpointConnectionError")
+    ]
+    assert len(resources) == 11
+    assert all(r.metrics == {} for r in resources)
+
+
+def test_throttling_is_retried(estate: Estate, now: datetime) -> None:
+    session, counter = counted_session()
+    throttled = []
+
+    def throttle_twice(request: Any, **_: Any) -> AWSResponse | None:
+        if len(throttled) < 2:
+            throttled.append(request.url)
+            return ec2_error(request.url, 400, "ThrottlingException", "Rate exceeded")
+        return None
+
+    session.events.register("before-send.ec2.DescribeVolumes", throttle_twice)
+    resources, errors = scan_account(ACCOUNT, now, regions=("us-east-1",), session=session)
+
+    assert errors == []
+    assert len(throttled) == 2
+    assert counter.total(operation="DescribeVolumes") == 1  # one call, three attempts
+    assert sum(r.resource_type == "ebs_volume" for r in resources) == 6
+
+
+def test_assume_role_scans_the_other_account_only(estate: Estate, now: datetime) -> None:
+    # `estate` plants the default account too: the scan of the other account must not see it.
+    role_arn = f"arn:aws:iam::{OTHER_ACCOUNT_ID}:role/cloudwaste"
+    other = Account(
+        name="other",
+        provider="aws",
+        owner_user_id="u1",
+        account_id=OTHER_ACCOUNT_ID,
+        regions=("us-east-1",),
+        role_arn=role_arn,
+        external_id="cw-ext-1",
+    )
+    base = boto3.Session()
+    assume_calls: list[dict[str, Any]] = []
+    base.events.register(
+        "before-call.sts.AssumeRole", lambda params, **_: assume_calls.append(params)
+    )
+    session = make_session(other, base_session=base)
+    other_estate = Estate()
+    plant("us-east-1", now, other_estate, session=session)
+
+    scan = run_scan(other, now, session=session)
+
+    assert len(assume_calls) == 1
+    body = assume_calls[0]["body"]
+    assert body["RoleSessionName"] == "cloudwaste-scan"
+    assert body["ExternalId"] == "cw-ext-1"
+    assert scan.account_id == OTHER_ACCOUNT_ID
+    assert scan.resources_scanned == 11
+    assert all(f":{OTHER_ACCOUNT_ID}:" in d["resource_id"] for d in scan.detections)
+    assert {d["resource_id"] for d in scan.detections} == {
+        other_estate.arn("us-east-1", role, OTHER_ACCOUNT_ID)
+        for role in (
+            "old-unattached",
+            "new-unattached",
+            "stopped-long",
+            "stopped-long-root",
+            "eip-free",
+        )
+    }
+
+
+def test_credentials_of_another_account_are_refused(moto: str, now: datetime) -> None:
+    wrong = Account(name="wrong", provider="aws", owner_user_id="u1", account_id="333333333333")
+    with pytest.raises(AccountMismatchError) as raised:
+        scan_account(wrong, now, regions=("us-east-1",))
+    assert "333333333333" not in str(raised.value)
+    assert ACCOUNT_ID not in str(raised.value)
+
+
+def test_regions_default_to_the_enabled_regions(moto: str) -> None:
+    regions = list_regions(boto3.Session())
+    assert {"us-east-1", "eu-west-1"} <= set(regions)
+
+
+# --------------------------------------------------------------------------------------------
+# Rules, on hand-built resources
+# --------------------------------------------------------------------------------------------
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def volume(**overrides: Any) -> Resource:
+    fields: dict[str, Any] = {
+        "provider": "aws",
+        "account_id": ACCOUNT_ID,
+        "region": "us-east-1",
+        "resource_type": "ebs_volume",
+        "resource_id": f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:volume/vol-1",
+        "state": "available",
+        "created_at": NOW - timedelta(days=10),
+        "config": {"size_gb": 20, "volume_type": "gp3"},
+        "attrs": {"attachments": 0, "attached_instance_states": []},
+    }
+    return Resource(**(fields | overrides))
+
+
+def instance(stopped_for: timedelta | None, state: str = "stopped") -> Resource:
+    return Resource(
+        provider="aws",
+        account_id=ACCOUNT_ID,
+        region="us-east-1",
+        resource_type="ec2_instance",
+        resource_id=f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:instance/i-1",
+        state=state,
+        state_since=None if stopped_for is None else NOW - stopped_for,
+        config={"instance_type": "m5.large"},
+    )
+
+
+def volume_on_stopped(stopped_for: timedelta, states: list[str | None]) -> Resource:
+    return volume(
+        state="in-use",
+        parent_state=states[0],
+        attrs={
+            "attachments": len(states),
+            "attached_instance_states": states,
+            "attached_instances_stopped_since": NOW - stopped_for,
+        },
+    )
+
+
+def only(resource: Resource, thresholds: Thresholds = DEFAULT_THRESHOLDS) -> tuple[str, str] | None:
+    """The (scenario, confidence) the rules give one resource, or None when nothing matches."""
+    detections = detect([resource], NOW, thresholds)
+    assert len(detections) <= 1
+    if not detections:
+        return None
+    return detections[0].detection_scenario, detections[0].confidence_level
+
+
+@pytest.mark.parametrize(
+    ("age", "confidence"),
+    [
+        (timedelta(0), "low"),
+        (timedelta(days=7) - timedelta(seconds=1), "low"),
+        (timedelta(days=7), "medium"),
+        (timedelta(days=29), "medium"),
+        (timedelta(days=30), "high"),
+        (timedelta(days=90) - timedelta(seconds=1), "high"),
+        (timedelta(days=90), "critical"),
+    ],
+)
+def test_unattached_volume_confidence_grows_with_age(age: timedelta, confidence: str) -> None:
+    assert only(volume(created_at=NOW - age)) == ("unattached_volume", confidence)
+
+
+def test_unattached_volume_of_unknown_age_is_low() -> None:
+    assert only(volume(created_at=None)) == ("unattached_volume", "low")
+
+
+def test_an_attached_or_busy_volume_is_not_unattached() -> None:
+    assert only(volume(state="in-use", attrs={"attachments": 1})) is None
+    assert only(volume(state="creating")) is None
+
+
+@pytest.mark.parametrize(
+    ("stopped_for", "expected"),
+    [
+        (timedelta(days=7), None),
+        (timedelta(days=7, seconds=1), ("stopped_instance", "low")),
+        (timedelta(days=14), ("stopped_instance", "medium")),
+        (timedelta(days=30), ("stopped_instance", "high")),
+        (timedelta(days=90), ("stopped_instance", "critical")),
+    ],
+)
+def test_stopped_instance_boundaries(
+    stopped_for: timedelta, expected: tuple[str, str] | None
+) -> None:
+    assert only(instance(stopped_for)) == expected
+
+
+def test_stopped_instance_needs_a_known_stop_time_and_the_stopped_state() -> None:
+    assert only(instance(None)) is None
+    assert only(instance(timedelta(days=60), state="running")) is None
+
+
+def test_thresholds_are_overridable() -> None:
+    assert only(instance(timedelta(days=2))) is None
+    assert only(instance(timedelta(days=2)), Thresholds(stopped_instance_min_days=1)) == (
+        "stopped_instance",
+        "low",
+    )
+
+
+def test_volume_attached_to_stopped_instances() -> None:
+    assert only(volume_on_stopped(timedelta(days=40), ["stopped"])) == (
+        "attached_to_stopped_instance",
+        "high",
+    )
+    assert only(volume_on_stopped(timedelta(days=7), ["stopped"])) is None
+    # Every attached instance must be stopped, and every state known.
+    assert only(volume_on_stopped(timedelta(days=40), ["stopped", "running"])) is None
+    assert only(volume_on_stopped(timedelta(days=40), [None])) is None
+
+
+def test_elastic_ip_without_association_is_high() -> None:
+    free = Resource(
+        provider="aws",
+        account_id=ACCOUNT_ID,
+        region="us-east-1",
+        resource_type="elastic_ip",
+        resource_id=f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:elastic-ip/eipalloc-1",
+        state="unassociated",
+        attrs={"association_id": None},
+    )
+    assert only(free) == ("unassociated_ip", "high")
+    free.attrs["association_id"] = "eipassoc-1"
+    assert only(free) is None
+
+
+def test_the_first_matching_rule_wins() -> None:
+    def always(*_: Any) -> bool:
+        return True
+
+    rules = [
+        Rule("ebs_volume", "first", "", "", always, lambda *_: "high", lambda *_: "First."),
+        Rule("ebs_volume", "second", "", "", always, lambda *_: "low", lambda *_: "Second."),
+    ]
+    detections = detect([volume()], NOW, rules=rules)
+    assert [(d.detection_scenario, d.confidence_level, d.reason) for d in detections] == [
+        ("first", "high", "First.")
+    ]
+
+
+def test_reasons_are_sentences_without_ids() -> None:
+    resources = [
+        volume(created_at=NOW - timedelta(days=45)),
+        instance(timedelta(days=45)),
+        volume_on_stopped(timedelta(days=45), ["stopped"]),
+    ]
+    detections = detect(resources, NOW)
+    assert [d.reason for d in detections] == [
+        "20 GiB gp3 volume is not attached to any instance, created 45 days ago.",
+        "m5.large instance has been stopped for 45 days; its volumes still bill.",
+        "20 GiB gp3 volume is attached only to an instance stopped for 45 days.",
+    ]
+
+
+def test_rules_markdown_is_the_reviewable_table() -> None:
+    table = rules_markdown(Thresholds(stopped_instance_min_days=10))
+    lines = table.splitlines()
+    assert lines[0] == "| resource_type | scenario | rule | confidence |"
+    assert len(lines) == 2 + len(RULES)
+    assert "more than 10 days" in table
+    for rule in RULES:
+        assert f"| {rule.resource_type} | {rule.scenario} |" in table
+
+
+@pytest.mark.parametrize(
+    ("reason", "expected"),
+    [
+        ("User initiated (2026-10-01 10:00:00 GMT)", datetime(2026, 10, 1, 10, tzinfo=UTC)),
+        ("User initiated (2026-10-01 10:00:00 UTC)", datetime(2026, 10, 1, 10, tzinfo=UTC)),
+        ("Server.ScheduledStop", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_parse_transition_time(reason: str | None, expected: datetime | None) -> None:
+    assert parse_transition_time(reason) == expected
+
+
+# --------------------------------------------------------------------------------------------
+# Prices
+# --------------------------------------------------------------------------------------------
+
+
+def test_listed_and_estimated_instance_prices() -> None:
+    assert pricing.instance_monthly("t3.micro", "us-east-1") == (
+        pytest.approx(7.592),
+        pricing.PRICE_TABLE,
+    )
+    assert pricing.instance_monthly("m7g.large", "us-east-1") == (
+        pytest.approx(0.096 * 730),
+        pricing.PRICE_ESTIMATE,
+    )
+    assert pricing.instance_monthly("x2idn.16xlarge", "us-east-1")[0] == pytest.approx(
+        0.192 * 16 * 730
+    )
+    assert pricing.instance_monthly("m5.large", "sa-east-1")[0] == pytest.approx(0.096 * 730 * 1.5)
+
+
+def test_volume_and_region_prices() -> None:
+    assert pricing.ebs_volume_monthly("io1", 100, 1000, "us-east-1") == pytest.approx(77.5)
+    assert pricing.ebs_volume_monthly("gp3", 100, 3000, "us-east-1", 125) == pytest.approx(8.0)
+    assert pricing.ebs_volume_monthly("gp3", 100, 4000, "us-east-1", 225) == pytest.approx(17.0)
+    assert pricing.volume_cost_source("gp9") == pricing.PRICE_ESTIMATE
+    assert pricing.snapshot_monthly(100, "us-east-1") == pytest.approx(5.0)
+    assert pricing.elastic_ip_monthly("ap-south-1") == 3.65
+    assert pricing.region_multiplier("eu-west-1") == 1.1
+    assert pricing.region_multiplier("eu-north-1") == 1.15
+    assert pricing.region_multiplier("ca-west-1") == 1.1
+    assert pricing.region_multiplier("xx-nowhere-1") == pricing.UNKNOWN_REGION_MULTIPLIER
