@@ -66,7 +66,9 @@ def _require(entry: dict[str, Any], key: str, where: str) -> str:
 
 def parse_account(entry: Any, where: str) -> Account:
     if not isinstance(entry, dict):
-        raise AccountsFileError(f"{where}: each account must be a mapping, got {type(entry).__name__}")
+        raise AccountsFileError(
+            f"{where}: each account must be a mapping, got {type(entry).__name__}"
+        )
     name = _require(entry, "name", where)
     if not ALIAS_PATTERN.match(name):
         raise AccountsFileError(

@@ -18,10 +18,11 @@ import sqlalchemy as sa
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
 from cloudwaste_pipeline.exports import ExportResult, export_window
+from cloudwaste_pipeline.privacy.anonymize import hash_user, load_key
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
-from cloudwaste_pipeline.warehouse.load import insert_new
+from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
 
 
 def engine(database_url: str | None = None) -> sa.Engine:
@@ -70,6 +71,47 @@ def record_user_action(
     with engine(database_url).begin() as conn:
         insert_new(conn, schema.resource_action_events, pd.DataFrame([row]), ["event_id"])
     return event["event_id"]
+
+
+COMPANY_SIZE_BUCKETS = ((10, "1-10"), (50, "11-50"), (200, "51-200"), (1000, "201-1000"))
+
+
+def company_size_bucket(employees: int) -> str:
+    """Coarse buckets: an exact head count can identify a company."""
+    for limit, label in COMPANY_SIZE_BUCKETS:
+        if employees <= limit:
+            return label
+    return "1000+"
+
+
+def set_user_preferences(
+    user_id: str,
+    *,
+    industry: str | None = None,
+    employees: int | None = None,
+    retention_years: int = 3,
+    consent: bool = False,
+    database_url: str | None = None,
+) -> str:
+    """Store (or replace) a user's ML preferences under their hash; returns the hash."""
+    if not 1 <= retention_years <= 10:
+        raise ValueError("retention_years must be between 1 and 10")
+    key = load_key()
+    user_hash = hash_user(user_id, key)
+    now = settings.now().replace(tzinfo=None)
+    table = schema.user_preferences
+    row = {
+        "user_hash": user_hash,
+        "ml_data_collection_consent": consent,
+        "ml_consent_date": now if consent else None,
+        "anonymized_industry": industry.strip().lower()[:50] if industry else None,
+        "anonymized_company_size": company_size_bucket(employees) if employees else None,
+        "data_retention_years": retention_years,
+        "updated_at": now,
+    }
+    with engine(database_url).begin() as conn:
+        replace_rows(conn, table, table.c.user_hash == user_hash, pd.DataFrame([row]))
+    return user_hash
 
 
 def scan(

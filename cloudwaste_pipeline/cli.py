@@ -1,10 +1,11 @@
 """``cloudwaste``: the command line for what operators do by hand.
 
-    cloudwaste db upgrade                 migrate the warehouse to the latest schema
-    cloudwaste stats                      the collection figures (JSON)
-    cloudwaste export --days 30           an ad-hoc export under ml_datasets/adhoc/
-    cloudwaste export --start 2026-10-01 --end 2026-10-31 --format parquet
-    cloudwaste record-action --user-id U --account-id A --provider aws --resource-id ARN --action deleted
+cloudwaste db upgrade                 migrate the warehouse to the latest schema
+cloudwaste stats                      the collection figures (JSON)
+cloudwaste export --days 30           an ad-hoc export under ml_datasets/adhoc/
+cloudwaste export --start 2026-10-01 --end 2026-10-31 --format parquet
+cloudwaste record-action --user-id U --account-id A --provider aws \
+    --resource-id ARN --action deleted
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
 from cloudwaste_pipeline.warehouse import queries
 
 EVENT_NAMESPACE = uuid.UUID("8a6f2d4e-3c1b-4f5a-9e7d-0b2c4d6e8f10")
+DEMO_COMPANIES = (("retail", 450), ("software", 35), ("finance", 2400))
 
 
 @dataclass
@@ -201,6 +202,9 @@ def run_demo(
     write_accounts_file(paths, spec)
     runner = DemoRunner(spec, progress)
     register_accounts(runner.instance, [a.alias for a in spec.accounts])
+    pin_clock(scan_time(spec.first_day))
+    for account, (industry, employees) in zip(spec.accounts, DEMO_COMPANIES, strict=False):
+        api.set_user_preferences(account.owner_user_id, industry=industry, employees=employees)
     progress(f"Replaying {spec.history_days} days of a simulated AWS estate into moto ...")
     with moto_cloud():
         replay = Replay(spec, plan_fleet(spec))

@@ -123,7 +123,9 @@ class _Writers:
             if self.csv is None:
                 self.csv = csv.writer(self.csv_file)
                 self.csv.writerow(chunk.columns)
-            self.csv.writerows(flat_chunk.astype(object).where(flat_chunk.notna(), None).itertuples(index=False))
+            self.csv.writerows(
+                flat_chunk.astype(object).where(flat_chunk.notna(), None).itertuples(index=False)
+            )
         if "parquet" in self.temp:
             table = pa.Table.from_pandas(flat_chunk.astype(object), preserve_index=False)
             if self.parquet is None:
@@ -176,7 +178,7 @@ def export_window(
     end: date,
     formats: tuple[str, ...] = FORMATS,
 ) -> ExportResult:
-    """Write the three datasets of [start, end] under ``folder``, named for the window's last day."""
+    """Write the three datasets of [start, end] under ``folder``, named for its last day."""
     unknown = set(formats) - set(FORMATS)
     if unknown:
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; use {FORMATS}")

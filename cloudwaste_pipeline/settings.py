@@ -71,7 +71,7 @@ def database_url(home: str | os.PathLike[str] | None = None) -> str:
 
 
 def now() -> datetime:
-    """The pipeline's clock: ``CLOUDWASTE_NOW`` (ISO date or datetime, UTC) pins it, as the demo does.
+    """The pipeline's clock; ``CLOUDWASTE_NOW`` (ISO date or datetime, UTC) pins it (the demo).
 
     A pinned clock keeps the demo's results the same from one day to the next; production leaves
     it unset and gets the wall clock.
@@ -91,5 +91,5 @@ def today() -> date:
 
 
 def raw_retention_days() -> int:
-    """How long raw scans (which hold raw ids) are kept; past it a day can no longer be re-derived."""
+    """How long raw scans (raw ids) are kept; past it a day can no longer be re-derived."""
     return int(os.environ.get("CLOUDWASTE_RAW_RETENTION_DAYS", DEFAULT_RAW_RETENTION_DAYS))

@@ -1,10 +1,16 @@
-"""Shared fixtures: migrated SQLite and PostgreSQL warehouses, and the small demo instance."""
+"""Shared fixtures: migrated SQLite and PostgreSQL warehouses, and the small demo instance.
+
+PostgreSQL tests get a database of their own (``cw_test_<hex>``) created on the local server and
+dropped afterwards. When the server is unreachable they skip with the reason, except under
+``CLOUDWASTE_REQUIRE_POSTGRES=1`` (CI), where an unreachable server is a failure.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,42 +22,76 @@ from cloudwaste_pipeline_tests.demo_instance import demo  # noqa: F401  (session
 PG_ADMIN_URL = os.environ.get(
     "CLOUDWASTE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 )
+"""An existing database to connect to while creating and dropping the per-test ones."""
+
+POSTGRES_FIXTURES = frozenset({"postgres_admin", "postgres_url", "postgres_engine"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a PostgreSQL fixture ``postgres`` (``-m 'not postgres'``)."""
+    for item in items:
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+# --- SQLite -------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def sqlite_engine(tmp_path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path}/warehouse/warehouse.db")
+def sqlite_url(tmp_path: Path) -> Iterator[str]:
+    """A SQLite warehouse URL in a fresh folder (not migrated); ``raw.db`` lands beside it."""
+    url = f"sqlite:///{tmp_path / 'warehouse' / 'warehouse.db'}"
+    yield url
+    dispose_engines(url)
+
+
+@pytest.fixture
+def sqlite_engine(sqlite_url: str) -> Engine:
+    engine = make_engine(sqlite_url)
     upgrade(engine)
-    yield engine
-    engine.dispose()
+    return engine
 
 
-def _postgres_unreachable(reason: str) -> None:
-    message = f"PostgreSQL unreachable at {PG_ADMIN_URL.split('@')[-1]}: {reason}"
+# --- PostgreSQL ---------------------------------------------------------------------------------
+
+
+def _unreachable(reason: str) -> None:
+    where = sa.make_url(PG_ADMIN_URL)
+    message = f"PostgreSQL unreachable at {where.host}:{where.port or 5432}: {reason}"
     if os.environ.get("CLOUDWASTE_REQUIRE_POSTGRES") == "1":
-        pytest.fail(message + " (CLOUDWASTE_REQUIRE_POSTGRES=1)")
+        pytest.fail(f"{message} (CLOUDWASTE_REQUIRE_POSTGRES=1)", pytrace=False)
     pytest.skip(message)
 
 
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    """A fresh, empty database on the local PostgreSQL, dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"cw_test_{secrets.token_hex(6)}"
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[Engine]:
+    """An autocommit engine on the admin database, checked once per session."""
+    admin = sa.create_engine(
+        PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
     try:
         with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            conn.execute(sa.text("SELECT 1"))
     except sa.exc.OperationalError as exc:
         admin.dispose()
-        _postgres_unreachable(str(exc.orig).strip().splitlines()[0])
+        _unreachable(str(exc.orig).strip().splitlines()[0])
+    yield admin
+    admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_admin: Engine) -> Iterator[str]:
+    """A fresh, empty database (not migrated), dropped afterwards."""
+    name = f"cw_test_{secrets.token_hex(6)}"
+    with postgres_admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
-        dispose_engines()
-        with admin.connect() as conn:
+        dispose_engines(url)
+        with postgres_admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture
@@ -61,6 +101,10 @@ def postgres_engine(postgres_url: str) -> Engine:
     return engine
 
 
+# --- both ---------------------------------------------------------------------------------------
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def engine(request) -> Engine:
+def engine(request: pytest.FixtureRequest) -> Engine:
+    """A migrated warehouse, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_engine")

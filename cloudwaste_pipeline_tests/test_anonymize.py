@@ -82,7 +82,7 @@ def test_missing_key_error_is_runtime_error() -> None:
 def test_test_vectors_cover_the_published_cases() -> None:
     covered = {(v["kind"], v["provider"]) for v in TEST_VECTORS}
     assert covered >= {("account", "aws"), ("resource", "aws"), ("account", "azure")}
-    assert {("resource", "azure"), ("user", "aws")} <= covered
+    assert {("resource", "azure"), ("user", "cloudwaste")} <= covered
 
 
 @pytest.mark.parametrize("vector", TEST_VECTORS, ids=lambda v: f"{v['kind']}-{v['provider']}")
@@ -117,12 +117,20 @@ def test_aws_ids_are_case_sensitive_but_stripped() -> None:
 
 
 def test_user_ids_are_only_stripped() -> None:
-    assert hash_id("user", "azure", "User-42", KEY) != hash_id("user", "azure", "user-42", KEY)
-    assert hash_id("user", "azure", " user-42 ", KEY) == hash_id("user", "azure", "user-42", KEY)
+    assert hash_id("user", "cloudwaste", "User-42", KEY) != hash_id(
+        "user", "cloudwaste", "user-42", KEY
+    )
+    assert hash_id("user", "cloudwaste", " user-42 ", KEY) == hash_id(
+        "user", "cloudwaste", "user-42", KEY
+    )
 
 
 def test_kind_provider_and_key_separate_hashes() -> None:
-    by_kind = {hash_id(kind, "aws", "123456789012", KEY) for kind in ("user", "account", "event")}
+    by_kind = {
+        hash_id("user", "cloudwaste", "123456789012", KEY),
+        hash_id("event", "cloudwaste", "123456789012", KEY),
+        hash_id("account", "aws", "123456789012", KEY),
+    }
     assert len(by_kind) == 3
     assert hash_id("account", "aws", "x1", KEY) != hash_id("account", "azure", "x1", KEY)
     assert hash_id("account", "aws", "x1", KEY) != hash_id("account", "aws", "x1", b"j" * 32)
@@ -133,6 +141,8 @@ def test_kind_provider_and_key_separate_hashes() -> None:
     [
         ("customer", "aws", "x"),
         ("account", "gcp", "x"),
+        ("user", "aws", "x"),
+        ("resource", "cloudwaste", "x"),
         ("account", "AWS", "x"),
         ("account", "aws", ""),
         ("account", "aws", "   "),

@@ -33,7 +33,13 @@ def test_waste_is_a_monthly_rate_over_scan_days_and_percentage_of_spend():
 
 def test_spend_is_kept_from_the_stored_row_once_raw_scans_expired():
     row = monthly_trend(
-        "h", "aws", "2026-11", detections(), pd.DataFrame(), pd.DataFrame(), previous_total_spend=500
+        "h",
+        "aws",
+        "2026-11",
+        detections(),
+        pd.DataFrame(),
+        pd.DataFrame(),
+        previous_total_spend=500,
     )
     assert row["total_spend"] == 500.0 and row["waste_eliminated"] == 0.0
 

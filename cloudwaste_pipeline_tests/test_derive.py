@@ -149,7 +149,7 @@ def test_action_rows_join_detection_and_hold_unknown_resources():
     row = rows.iloc[0]
     assert row["time_to_action_hours"] == 2
     assert row["cost_saved_monthly"] == 8.8
-    assert row["user_hash"] == hash_id("user", "aws", "user-42", KEY)
+    assert row["user_hash"] == hash_id("user", "cloudwaste", "user-42", KEY)
     lifecycle = derive.action_lifecycle_rows(rows)
     assert sorted(lifecycle["event_type"]) == ["deleted", "status_changed"]
     assert "user-42" not in rows.to_json(date_format="iso")

@@ -9,12 +9,11 @@ from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
-import pytest
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import api
-from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.definitions import defs
+from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.ml import train
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline_tests.demo_instance import TEST_SPEC
@@ -107,9 +106,7 @@ def test_rerunning_partitions_changes_no_count_and_keeps_labels(demo):
     with api.engine().connect() as conn:
         assert (
             conn.execute(
-                sa.select(sa.func.count()).where(
-                    schema.ml_training_data.c.user_action.is_not(None)
-                )
+                sa.select(sa.func.count()).where(schema.ml_training_data.c.user_action.is_not(None))
             ).scalar()
             == labelled
             > 0
@@ -137,7 +134,9 @@ def test_user_action_sensor_launches_once_per_new_batch(demo):
     with api.engine().connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
     idle = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources)
+        dg.build_sensor_context(
+            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
+        )
     )
     assert not idle.run_requests and idle.skip_message
     with api.engine().connect() as conn:
@@ -189,6 +188,7 @@ def test_daily_schedule_requests_every_account(demo):
         instance=dg.DagsterInstance.get(),
         scheduled_execution_time=pd.Timestamp("2026-11-17T01:00:00Z").to_pydatetime(),
         resources=defs.resources,
+        repository_def=defs.get_repository_def(),
     )
     requests = schedule.evaluate_tick(context).run_requests
     assert sorted(r.partition_key for r in requests) == sorted(
@@ -201,7 +201,15 @@ def test_definitions_validate_from_the_cli():
     import sys
 
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "cloudwaste_pipeline.definitions"],
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-m",
+            "cloudwaste_pipeline.definitions",
+        ],
         capture_output=True,
         text=True,
         env={**os.environ},

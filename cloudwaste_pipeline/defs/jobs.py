@@ -1,6 +1,5 @@
 """Jobs: what schedules and sensors launch (and what a user picks in the Launchpad)."""
 
-
 import os
 
 import dagster as dg

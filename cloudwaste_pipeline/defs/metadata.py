@@ -1,7 +1,5 @@
 """Metadata helpers: previews small enough for the UI, numbers the UI can plot."""
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import Any
 

@@ -4,8 +4,6 @@ Partition keys are account *aliases* from the accounts file (they show in the UI
 ids never do. Weeks start on Monday.
 """
 
-from __future__ import annotations
-
 from datetime import date
 
 import dagster as dg

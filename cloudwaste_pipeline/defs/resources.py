@@ -4,8 +4,6 @@ Clients are built lazily inside resource methods, never at import, so definition
 shows the graph) on a machine that has none of the credentials yet.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 
 import dagster as dg

@@ -1,6 +1,4 @@
-"""Schedules: daily scans, the weekly export (Monday 03:00 UTC), the monthly cleanup (1st, 02:00)."""
-
-from __future__ import annotations
+"""Schedules: daily scans, weekly export (Monday 03:00 UTC), monthly cleanup (1st, 02:00 UTC)."""
 
 import dagster as dg
 

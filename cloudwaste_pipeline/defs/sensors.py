@@ -1,7 +1,5 @@
 """Sensors: accounts from the accounts file become partitions; user actions become runs."""
 
-from __future__ import annotations
-
 import json
 
 import dagster as dg

@@ -1,8 +1,10 @@
 """Features for the waste-prediction model, from anonymized ``ml_training_data`` rows.
 
 One example per resource: a resource detected on twenty days is one decision by its user, so
-counting it twenty times would flatter any score. The example is the resource's latest detection
-(for labelled resources, the latest at or before the action), with its first detection time.
+counting it twenty times would flatter any score. The example is the resource's *first*
+detection, what the user was shown before deciding: taking the latest instead would leak the
+label (deleted resources stop being detected, kept ones are detected until today, so "latest
+detection time" alone would separate them and wreck a time split).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ POSITIVE_ACTION = "deleted"
 
 
 def one_per_resource(rows: pd.DataFrame) -> pd.DataFrame:
-    """The latest detection of each resource (by detected_at)."""
+    """The first detection of each resource (by detected_at)."""
     ordered = rows.sort_values(["resource_hash", "detected_at"])
-    return ordered.groupby("resource_hash", sort=False).tail(1).reset_index(drop=True)
+    return ordered.groupby("resource_hash", sort=False).head(1).reset_index(drop=True)
 
 
 def _metric(summary: Any, metric: str, stat: str) -> float:
@@ -78,7 +80,9 @@ def build_features(rows: pd.DataFrame) -> pd.DataFrame:
     )
     for metric in METRICS:
         for stat in ("avg", "p95"):
-            features[f"{metric}_{stat}"] = [_metric(s, metric, stat) for s in rows["metrics_summary"]]
+            features[f"{metric}_{stat}"] = [
+                _metric(s, metric, stat) for s in rows["metrics_summary"]
+            ]
     for column in ("created_hour_of_day", "created_day_of_week", "is_weekend"):
         features[column] = pd.to_numeric(features[column], errors="coerce").astype(float)
     return features[CATEGORICAL + NUMERIC]

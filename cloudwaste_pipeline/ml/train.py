@@ -62,7 +62,7 @@ def make_pipeline() -> Pipeline:
 
 def time_split(examples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     ordered = examples.sort_values(["detected_at", "resource_hash"]).reset_index(drop=True)
-    cut = int(round(len(ordered) * (1 - TEST_FRACTION)))
+    cut = round(len(ordered) * (1 - TEST_FRACTION))
     return ordered.iloc[:cut], ordered.iloc[cut:]
 
 
@@ -85,7 +85,9 @@ def train(examples: pd.DataFrame, version: str) -> TrainedModel:
         "test_rows": len(test_rows),
         "positive_rate_train": round(float(y_train.mean()), 4),
         "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
-        "baseline_accuracy": round(float(accuracy_score(y_test, np.full(len(y_test), majority))), 4),
+        "baseline_accuracy": round(
+            float(accuracy_score(y_test, np.full(len(y_test), majority))), 4
+        ),
         "precision": round(float(precision_score(y_test, predicted, zero_division=0)), 4),
         "recall": round(float(recall_score(y_test, predicted, zero_division=0)), 4),
         "roc_auc": round(float(roc_auc_score(y_test, probabilities)), 4)

@@ -62,6 +62,10 @@ def load_key(env: Mapping[str, str] | None = None) -> bytes:
 
 KINDS = ("user", "account", "resource", "event")
 PROVIDERS = ("aws", "azure")
+# Users and user-action events are CloudWaste's own ids, not a cloud's: their "provider" is
+# CloudWaste itself, so one user has one hash whichever clouds their accounts are on (one
+# user_preferences row, one erasure).
+OWN_PROVIDER = "cloudwaste"
 # Kinds whose ids the cloud provider defines; Azure treats these case-insensitively. User and
 # event ids are ours, so they are only stripped.
 _PROVIDER_DEFINED_KINDS = ("account", "resource")
@@ -70,8 +74,21 @@ _PROVIDER_DEFINED_KINDS = ("account", "resource")
 def _check_kind_provider(kind: str, provider: str) -> None:
     if kind not in KINDS:
         raise ValueError(f"unknown id kind {kind!r} (expected one of {', '.join(KINDS)})")
-    if provider not in PROVIDERS:
-        raise ValueError(f"unknown provider {provider!r} (expected one of {', '.join(PROVIDERS)})")
+    allowed = PROVIDERS if kind in _PROVIDER_DEFINED_KINDS else (OWN_PROVIDER,)
+    if provider not in allowed:
+        raise ValueError(
+            f"unknown provider {provider!r} for {kind} ids (expected one of {', '.join(allowed)})"
+        )
+
+
+def hash_user(user_id: str, key: bytes) -> str:
+    """A CloudWaste user's hash: ``HMAC(key, "user|cloudwaste|<user id>")``."""
+    return hash_id("user", OWN_PROVIDER, user_id, key)
+
+
+def hash_event(event_id: str, key: bytes) -> str:
+    """A user-action event's hash (the append-only key of ``user_action_patterns``)."""
+    return hash_id("event", OWN_PROVIDER, event_id, key)
 
 
 def normalize_identifier(kind: str, provider: str, identifier: str) -> str:
@@ -167,9 +184,9 @@ TEST_VECTORS: list[dict[str, Any]] = [
     {
         "key": TEST_VECTOR_KEY,
         "kind": "user",
-        "provider": "aws",
+        "provider": "cloudwaste",
         "identifier": "user-42",
-        "expected": "f0a3b50ce1bdc29763a06f7e9b5fe98ee4d442ae54793e743a94cebeb241ec14",
+        "expected": "373e726452ef67b2acbcec4ba49f231994d5cb7018e6d66b7e8cd98094a0407d",
     },
 ]
 

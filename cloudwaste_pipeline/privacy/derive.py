@@ -16,8 +16,10 @@ import pandas as pd
 from cloudwaste_pipeline.privacy.anonymize import (
     anonymize_tags,
     generalize_region,
+    hash_event,
     hash_id,
     hash_series,
+    hash_user,
     summarize_metric,
     whitelist_config,
 )
@@ -28,9 +30,16 @@ BUSINESS_HOURS = range(9, 18)
 
 def naive_utc(value: str | datetime | None) -> datetime | None:
     """Warehouse timestamps are naive UTC: one convention for SQLite and PostgreSQL."""
-    if value is None or value == "":
+    if isinstance(value, str):
+        if not value:
+            return None
+        parsed = datetime.fromisoformat(value)
+    elif isinstance(value, datetime):
+        parsed = value
+    elif value is None or pd.isna(value):
         return None
-    parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
+    else:
+        raise TypeError(f"not a timestamp: {type(value).__name__}")
     if parsed.tzinfo is not None:
         parsed = parsed.astimezone(UTC).replace(tzinfo=None)
     return parsed
@@ -171,10 +180,6 @@ def metrics_history_rows(
     return pd.DataFrame(rows)
 
 
-def event_hash(event_id: str, provider: str, key: bytes) -> str:
-    return hash_id("event", provider, event_id, key)
-
-
 def validate_action_event(event: Mapping[str, Any]) -> str | None:
     """Why an outbox event cannot be used, or None when it can."""
     for name in ("event_id", "user_id", "account_id", "provider", "resource_id", "action"):
@@ -212,13 +217,15 @@ def action_rows(
     if events.empty:
         return pd.DataFrame(), events
     frame = events.copy()
-    frame["event_hash"] = [event_hash(e, p, key) for e, p in zip(frame["event_id"], frame["provider"], strict=True)]
-    frame["user_hash"] = [hash_id("user", p, u, key) for u, p in zip(frame["user_id"], frame["provider"], strict=True)]
+    frame["event_hash"] = [hash_event(str(e), key) for e in frame["event_id"]]
+    frame["user_hash"] = [hash_user(str(u), key) for u in frame["user_id"]]
     frame["account_hash"] = [
-        hash_id("account", p, a, key) for a, p in zip(frame["account_id"], frame["provider"], strict=True)
+        hash_id("account", p, a, key)
+        for a, p in zip(frame["account_id"], frame["provider"], strict=True)
     ]
     frame["resource_hash"] = [
-        hash_id("resource", p, r, key) for r, p in zip(frame["resource_id"], frame["provider"], strict=True)
+        hash_id("resource", p, r, key)
+        for r, p in zip(frame["resource_id"], frame["provider"], strict=True)
     ]
     joined = frame.merge(detections, on="resource_hash", how="left")
     found = joined["detected_at"].notna()
@@ -232,7 +239,9 @@ def action_rows(
     else:
         rows["industry_anonymized"] = None
         rows["company_size_bucket"] = None
-    hours = (pd.to_datetime(rows["action_at"]) - pd.to_datetime(rows["detected_at"])).dt.total_seconds()
+    hours = (
+        pd.to_datetime(rows["action_at"]) - pd.to_datetime(rows["detected_at"])
+    ).dt.total_seconds()
     out = pd.DataFrame(
         {
             "event_hash": rows["event_hash"],
@@ -247,7 +256,9 @@ def action_rows(
             "action_taken": rows["action"],
             "time_to_action_hours": (hours.clip(lower=0) / 3600).round().astype(int),
             "cost_monthly": rows["cost_monthly"].astype(float),
-            "cost_saved_monthly": rows["cost_monthly"].astype(float).where(rows["action"] == "deleted", 0.0),
+            "cost_saved_monthly": rows["cost_monthly"]
+            .astype(float)
+            .where(rows["action"] == "deleted", 0.0),
             "industry_anonymized": rows["industry_anonymized"],
             "company_size_bucket": rows["company_size_bucket"],
             "detected_at": pd.to_datetime(rows["detected_at"]).dt.to_pydatetime(),
@@ -259,7 +270,7 @@ def action_rows(
 
 
 def action_lifecycle_rows(actions: pd.DataFrame) -> pd.DataFrame:
-    """``status_changed`` for every action and ``deleted`` for deletions, keyed by the event hash."""
+    """``status_changed`` for every action, ``deleted`` for deletions, keyed by the event hash."""
     if actions.empty:
         return pd.DataFrame()
     base = pd.DataFrame(

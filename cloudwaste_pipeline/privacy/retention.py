@@ -37,7 +37,10 @@ def retention_rules(
             schema.resource_lifecycle_events,
             schema.resource_lifecycle_events.c.event_timestamp < ml_cut_ts,
         ),
-        (schema.cloudwatch_metrics_history, schema.cloudwatch_metrics_history.c.end_date < ml_cut_ts),
+        (
+            schema.cloudwatch_metrics_history,
+            schema.cloudwatch_metrics_history.c.end_date < ml_cut_ts,
+        ),
         (schema.user_action_patterns, schema.user_action_patterns.c.action_at < ml_cut_ts),
         (schema.cost_trend_data, schema.cost_trend_data.c.month < ml_cut.strftime("%Y-%m")),
     ]

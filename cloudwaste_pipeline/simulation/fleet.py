@@ -136,7 +136,9 @@ def plan_fleet(spec: FleetSpec) -> list[PlannedResource]:
                     stop_at = max(stop_at, created + timedelta(hours=2))
                 elif roll < 0.45:
                     stop_at = created + timedelta(
-                        hours=float(rng.uniform(24, max(48, (end - created).total_seconds() / 3600)))
+                        hours=float(
+                            rng.uniform(24, max(48, (end - created).total_seconds() / 3600))
+                        )
                     )
                 instances.append(
                     PlannedResource(
@@ -160,10 +162,16 @@ def plan_fleet(spec: FleetSpec) -> list[PlannedResource]:
                 tags, pii = _tags(rng, "data")
                 volume_type = str(rng.choice(VOLUME_TYPES))
                 hosts = [h for h in running_hosts if h.created_at <= created]
-                attach = hosts[int(rng.integers(len(hosts)))].key if hosts and rng.random() < 0.55 else None
+                attach = (
+                    hosts[int(rng.integers(len(hosts)))].key
+                    if hosts and rng.random() < 0.55
+                    else None
+                )
                 detach_at = None
                 if attach and rng.random() < 0.15:
-                    detach_at = max(created, start) + timedelta(hours=float(rng.uniform(1, span_hours)))
+                    detach_at = max(created, start) + timedelta(
+                        hours=float(rng.uniform(1, span_hours))
+                    )
                 planned.append(
                     PlannedResource(
                         key=f"{account.alias}/{region}/volume-{i:03d}",
@@ -184,7 +192,11 @@ def plan_fleet(spec: FleetSpec) -> list[PlannedResource]:
                 created = born(rng, rng.random() < 0.8)
                 tags, pii = _tags(rng, "ip")
                 hosts = [h for h in running_hosts if h.created_at <= created]
-                attach = hosts[int(rng.integers(len(hosts)))].key if hosts and rng.random() < 0.6 else None
+                attach = (
+                    hosts[int(rng.integers(len(hosts)))].key
+                    if hosts and rng.random() < 0.6
+                    else None
+                )
                 planned.append(
                     PlannedResource(
                         key=f"{account.alias}/{region}/eip-{i:03d}",
@@ -219,7 +231,11 @@ def expected_detections(
 
     expected: dict[str, str] = {}
     for r in alive:
-        if r.kind == "instance" and r.stop_at and now - r.stop_at > timedelta(days=stopped_min_days):
+        if (
+            r.kind == "instance"
+            and r.stop_at
+            and now - r.stop_at > timedelta(days=stopped_min_days)
+        ):
             expected[r.cloud_id] = "stopped_instance"  # type: ignore[index]
         if r.kind == "instance" and stopped(r) and r.root_volume_id:
             expected[r.root_volume_id] = "attached_to_stopped_instance"

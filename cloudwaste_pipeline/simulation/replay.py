@@ -174,9 +174,9 @@ class Replay:
         ec2 = self.client(resource.account, resource.region)
         ec2.stop_instances(InstanceIds=[resource.cloud_id])
         stamp = _naive(resource.stop_at or self.clock).strftime("%Y-%m-%d %H:%M:%S")  # type: ignore[arg-type]
-        self.backend(resource).get_instance(resource.cloud_id)._reason = (
-            f"User initiated ({stamp} GMT)"
-        )
+        self.backend(resource).get_instance(
+            resource.cloud_id
+        )._reason = f"User initiated ({stamp} GMT)"
 
     def _detach(self, resource: PlannedResource) -> None:
         if resource.cloud_id is None or resource.deleted_at is not None:
@@ -184,8 +184,8 @@ class Replay:
         ec2 = self.client(resource.account, resource.region)
         if resource.kind == "volume":
             volume = ec2.describe_volumes(VolumeIds=[resource.cloud_id])["Volumes"][0]
-            if volume["Attachments"]:
-                ec2.detach_volume(VolumeId=resource.cloud_id)
+            for attachment in volume["Attachments"]:
+                ec2.detach_volume(VolumeId=resource.cloud_id, InstanceId=attachment["InstanceId"])
         else:
             address = ec2.describe_addresses(AllocationIds=[resource.cloud_id])["Addresses"][0]
             if address.get("AssociationId"):
@@ -213,9 +213,7 @@ class Replay:
             resource.created_at.date(),
             self.spec.first_day - timedelta(days=METRIC_LOOKBACK_DAYS),
         )
-        days = [
-            first + timedelta(days=i) for i in range((self.spec.demo_date - first).days + 1)
-        ]
+        days = [first + timedelta(days=i) for i in range((self.spec.demo_date - first).days + 1)]
         rng = stable_rng(self.spec.seed, "metrics", resource.key)
         if resource.kind == "instance":
             namespace, dimension = "AWS/EC2", "InstanceId"

@@ -1,8 +1,11 @@
 """Engines and migrations for the warehouse, on PostgreSQL or embedded SQLite.
 
 On SQLite the raw store is a separate file (``raw.db`` beside ``warehouse.db``) attached as
-schema ``raw`` on every connection, so the same ``raw.*`` table names work on both engines and
-raw ids never sit in the file that holds the ML tables.
+schema ``raw`` on every connection, so the same ``raw.*`` table names work on both engines while
+raw ids never sit in the file that holds the ML tables (the one that gets copied around).
+
+Migrations are alembic's, run in code (``upgrade``): no ``alembic.ini`` needs to be found at run
+time, so an installed wheel, the Dagster code server and the API all migrate the same way.
 """
 
 from __future__ import annotations
@@ -14,87 +17,156 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.warehouse.schema import RAW_SCHEMA
+from cloudwaste_pipeline.warehouse.schema import RAW_SCHEMA, dumps_json, metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "cloudwaste_alembic_version"
-MIGRATION_LOCK = 7_300_417  # pg_advisory_xact_lock key: one migrator at a time
+"""Not alembic's default ``alembic_version``: Dagster's storage may share the database."""
 
+MIGRATION_LOCK = 7_300_417
+"""``pg_advisory_xact_lock`` key: one migrator at a time per PostgreSQL database."""
 
-def _raw_store_path(database: str | None) -> str:
-    if not database or database == ":memory:":
-        return ":memory:"
-    return str(Path(database).with_name("raw.db"))
-
+SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
 
 
+def raw_store_path(database: str | None) -> str:
+    """The raw store beside the main SQLite file (``:memory:`` for an in-memory main db)."""
+    if not database or database == ":memory:":
+        return ":memory:"
+    return str(Path(database).with_name("raw.db"))
+
+
 def make_engine(url: str | None = None) -> Engine:
-    """One engine (and pool) per URL per process, shared by resources, sensors and the API."""
+    """One engine (and so one pool) per URL per process, shared by resources, sensors and API.
+
+    ``url`` defaults to ``settings.database_url()`` (read now, not at import).
+    """
     url = url or settings.database_url()
     with _LOCK:
-        if url not in _ENGINES:
-            _ENGINES[url] = _create(url)
-        return _ENGINES[url]
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = _ENGINES[url] = _create(url)
+        return engine
 
 
 def _create(url: str) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(url, pool_pre_ping=True)
+        # pre_ping: a code server lives for days and PostgreSQL restarts under it.
+        return sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30})
-    raw_path = _raw_store_path(database)
-
-    @sa.event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout = 30000")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        if raw_path != ":memory:":
-            cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute(f"ATTACH DATABASE '{raw_path}' AS {RAW_SCHEMA}")
-        if raw_path != ":memory:":
-            cursor.execute(f"PRAGMA {RAW_SCHEMA}.journal_mode = WAL")
-        cursor.close()
-
+    engine = sa.create_engine(
+        url,
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        json_serializer=dumps_json,
+    )
+    sa.event.listen(engine, "connect", _sqlite_on_connect(raw_store_path(database)))
     return engine
 
 
-def dispose_engines() -> None:
-    """Close every cached pool (tests that drop databases call this)."""
+def _sqlite_on_connect(raw_path: str) -> Any:
+    """Per-connection SQLite setup: ATTACH is per connection, so it must run on every connect."""
+    in_memory = raw_path == ":memory:"
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"ATTACH DATABASE ? AS {RAW_SCHEMA}", (raw_path,))
+            if not in_memory:
+                # WAL: the sensor and the API read while a run writes. Journal mode is per file,
+                # so the attached store needs its own pragma.
+                cursor.execute("PRAGMA main.journal_mode = WAL")
+                cursor.execute(f"PRAGMA {RAW_SCHEMA}.journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    return on_connect
+
+
+def dispose_engines(url: str | None = None) -> None:
+    """Close and forget the cached pool of ``url``, or of every URL.
+
+    Tests call it before dropping a database (open pooled connections would block the drop) and
+    to get a fresh engine after changing the environment.
+    """
     with _LOCK:
-        for engine in _ENGINES.values():
-            engine.dispose()
-        _ENGINES.clear()
+        urls = [url] if url is not None else list(_ENGINES)
+        for key in urls:
+            engine = _ENGINES.pop(key, None)
+            if engine is not None:
+                engine.dispose()
 
 
 def is_postgres(bind: Engine | Connection) -> bool:
     return bind.dialect.name == "postgresql"
 
 
+_OWN_TABLES = frozenset(t.name for t in metadata.tables.values() if t.schema is None)
+
+
+def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> bool:
+    """What alembic may compare: our two schemas, and only our tables in the default schema.
+
+    The default schema can be shared (Dagster's run storage on the same PostgreSQL database), so
+    tables that are not ours there are neither "removed" by autogenerate nor reported as drift.
+    The ``raw`` schema is ours alone and is compared whole.
+    """
+    if type_ == "schema":
+        return name is None or name == RAW_SCHEMA
+    if type_ == "table":
+        return parent_names.get("schema_name") == RAW_SCHEMA or name in _OWN_TABLES
+    return True
+
+
 def alembic_config(connection: Connection) -> Config:
+    """An alembic ``Config`` built in code, pointing at the migrations shipped in the package."""
     config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
+    # configparser interpolation: a literal % in the path must be doubled.
+    config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
     config.attributes["connection"] = connection
     return config
 
 
+def _lock_for_migration(connection: Connection) -> None:
+    """Serialize migrators, so two processes starting at once do not both create tables.
+
+    PostgreSQL: a transaction-scoped advisory lock. SQLite: ``BEGIN IMMEDIATE`` takes the write
+    lock on the main and the attached file up front (and makes the DDL transactional), and the
+    busy timeout makes the second migrator wait for the first.
+    """
+    if is_postgres(connection):
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate to ``revision``; idempotent, and serialized across processes on PostgreSQL."""
+    """Migrate to ``revision`` (idempotent: at head it does nothing) in one transaction."""
     with engine.begin() as connection:
-        if is_postgres(connection):
-            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
+        _lock_for_migration(connection)
         command.upgrade(alembic_config(connection), revision)
 
 
 def downgrade(engine: Engine, revision: str) -> None:
+    """Migrate down to ``revision`` (``"base"`` drops everything); for tests and operators."""
     with engine.begin() as connection:
+        _lock_for_migration(connection)
         command.downgrade(alembic_config(connection), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None when never migrated)."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+        return context.get_current_revision()

@@ -1,27 +1,48 @@
-"""The warehouse tables (SQLAlchemy Core), for PostgreSQL and SQLite alike.
+"""The warehouse tables (SQLAlchemy Core), one definition for PostgreSQL and SQLite alike.
 
 Two stores:
-- the ML store (default schema): the six tables of the architecture seed, anonymized, plus the
-  roadmap's enrichment columns; this is what is exported and trained on;
-- the raw store (schema ``raw``: a schema on PostgreSQL, an attached file on SQLite): raw scans,
-  the user-action outbox, quarantine and scan errors. It holds raw ids, has short retention and
-  is never exported.
 
-Conventions: every timestamp is naive UTC (``DateTime()``), one rule on both engines; JSON is
-JSONB on PostgreSQL; ids of ML rows are UUIDs made client-side, so bulk loads need no round trip.
+- the ML store (default schema): the six tables of the architecture seed, anonymized, plus the
+  roadmap's enrichment columns and the partition keys the pipeline rewrites by. This is what is
+  exported and trained on.
+- the raw store (schema ``raw``: a real schema on PostgreSQL, a separate attached file on
+  SQLite): raw scans, the user-action outbox, quarantine and scan errors. It holds raw cloud and
+  user ids, has a short retention and is never exported, so it is kept physically apart.
+
+Conventions, the same on both engines:
+
+- every timestamp is a *naive* ``DateTime()`` holding UTC. SQLite has no time zones and
+  ``TIMESTAMP WITH TIME ZONE`` would make PostgreSQL hand back aware values, so one rule (strip
+  the zone after converting to UTC) keeps comparisons and exports identical everywhere;
+- JSON columns are ``JSONType``: JSONB on PostgreSQL (indexable, compact), JSON text on SQLite;
+- ML rows have client-made UUID ids, so bulk loads (``COPY``) need no round trip for keys; raw
+  tables use integer keys because they never leave the warehouse;
+- defaults are Python-side (``default=``), not server defaults, so ``load.bulk_insert`` can fill
+  them before a ``COPY`` and both engines store the same values;
+- every index and constraint has an explicit or convention-made name, so migrations can refer to
+  them and autogenerate comparisons are stable.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
+from cloudwaste_pipeline import settings
+
 RAW_SCHEMA = "raw"
+
 JSONType = sa.JSON().with_variant(JSONB(), "postgresql")
+"""JSONB on PostgreSQL, JSON (text) elsewhere."""
+
 SeqType = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""BIGINT on PostgreSQL; plain INTEGER on SQLite, the only type that can alias the rowid."""
 
 metadata = sa.MetaData(
     naming_convention={
@@ -35,35 +56,74 @@ metadata = sa.MetaData(
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """The pipeline clock (``settings.now``, pinnable for the demo) as naive UTC."""
+    return settings.now().astimezone(UTC).replace(tzinfo=None)
 
 
-def _id() -> sa.Column:
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return value.item()  # numpy scalars: json only knows Python numbers
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return _finite(value.item())
+    return value
+
+
+def dumps_json(value: Any) -> str:
+    """The one JSON serializer, for both engines and for ``COPY``, so a value stores the same.
+
+    NaN and infinities are not JSON (PostgreSQL's jsonb rejects them, SQLite would keep a token
+    no other reader accepts), so they are written as ``null``: a missing metric, which is what a
+    NaN in a metrics summary means.
+    """
+    try:
+        return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), default=_json_default, separators=(",", ":"))
+
+
+def _id() -> sa.Column[uuid.UUID]:
     return sa.Column("id", sa.Uuid(), primary_key=True, default=uuid.uuid4)
 
 
-def _created() -> sa.Column:
-    return sa.Column("created_at", sa.DateTime(), nullable=False, default=utcnow)
-
-
-def _hash(name: str, nullable: bool = False) -> sa.Column:
+def _hash(name: str, nullable: bool = False) -> sa.Column[str]:
+    """A SHA-256 hex digest (anonymized id)."""
     return sa.Column(name, sa.String(64), nullable=nullable)
 
+
+def _stamp(name: str) -> sa.Column[datetime]:
+    return sa.Column(name, sa.DateTime(), nullable=False, default=utcnow)
+
+
+# --- ML store --------------------------------------------------------------------------------
 
 user_preferences = sa.Table(
     "user_preferences",
     metadata,
     _id(),
-    sa.Column("user_hash", sa.String(64), nullable=False, unique=True),
+    # The seed keys this by user_id (a foreign key to users); here the user is only a hash.
+    _hash("user_hash"),
     sa.Column("ml_data_collection_consent", sa.Boolean(), nullable=False, default=False),
     sa.Column("ml_consent_date", sa.DateTime()),
     sa.Column("anonymized_industry", sa.String(50)),
     sa.Column("anonymized_company_size", sa.String(20)),
-    # An integer (the seed has VARCHAR '3'): retention arithmetic needs a number.
+    # An integer, where the seed has VARCHAR(10) '3': retention cleanup does arithmetic on it.
     sa.Column("data_retention_years", sa.Integer(), nullable=False, default=3),
-    _created(),
-    sa.Column("updated_at", sa.DateTime(), nullable=False, default=utcnow),
-    sa.Index("ix_user_prefs_consent", "ml_data_collection_consent"),
+    _stamp("created_at"),
+    _stamp("updated_at"),
+    sa.UniqueConstraint("user_hash"),
+    sa.Index("idx_user_prefs_consent", "ml_data_collection_consent"),
 )
 
 ml_training_data = sa.Table(
@@ -80,11 +140,11 @@ ml_training_data = sa.Table(
     sa.Column("confidence_level", sa.String(20), nullable=False),
     sa.Column("metrics_summary", JSONType),
     sa.Column("cost_monthly", sa.Float(), nullable=False),
-    sa.Column("user_action", sa.String(30)),
+    sa.Column("user_action", sa.String(30)),  # NULL until the user acts: the training label
     sa.Column("resource_config", JSONType),
     sa.Column("detected_at", sa.DateTime(), nullable=False),
-    _created(),
-    # Enrichment (roadmap seed 003).
+    _stamp("created_at"),
+    # Enrichment (roadmap seed 003, phase 2).
     sa.Column("cost_source", sa.String(50)),
     sa.Column("cost_real_monthly", sa.Float()),
     sa.Column("cost_variance_pct", sa.Float()),
@@ -96,16 +156,16 @@ ml_training_data = sa.Table(
     sa.Column("tags_anonymized", JSONType),
     # The scan partition: a re-run deletes and rewrites exactly (scan_date, account_hash).
     sa.Column("scan_date", sa.Date(), nullable=False),
-    sa.Index("ix_ml_training_resource_type", "resource_type"),
-    sa.Index("ix_ml_training_provider", "provider"),
-    sa.Index("ix_ml_training_region", "region_anonymized"),
-    sa.Index("ix_ml_training_scenario", "detection_scenario"),
-    sa.Index("ix_ml_training_confidence", "confidence_level"),
-    sa.Index("ix_ml_training_user_action", "user_action"),
-    sa.Index("ix_ml_training_detected_at", "detected_at"),
-    sa.Index("ix_ml_training_account", "account_hash"),
-    sa.Index("ix_ml_training_partition", "scan_date", "account_hash"),
-    sa.Index("ix_ml_training_resource", "resource_hash"),
+    sa.Index("idx_ml_training_resource_type", "resource_type"),
+    sa.Index("idx_ml_training_provider", "provider"),
+    sa.Index("idx_ml_training_region", "region_anonymized"),
+    sa.Index("idx_ml_training_scenario", "detection_scenario"),
+    sa.Index("idx_ml_training_confidence", "confidence_level"),
+    sa.Index("idx_ml_training_user_action", "user_action"),
+    sa.Index("idx_ml_training_detected_at", "detected_at"),
+    sa.Index("idx_ml_training_account", "account_hash"),
+    sa.Index("idx_ml_training_partition", "scan_date", "account_hash"),
+    sa.Index("idx_ml_training_resource", "resource_hash"),
 )
 
 resource_lifecycle_events = sa.Table(
@@ -113,6 +173,7 @@ resource_lifecycle_events = sa.Table(
     metadata,
     _id(),
     _hash("resource_hash"),
+    # detected, status_changed, deleted, metrics_updated, ...
     sa.Column("event_type", sa.String(30), nullable=False),
     sa.Column("resource_type", sa.String(50), nullable=False),
     sa.Column("provider", sa.String(20), nullable=False),
@@ -121,17 +182,20 @@ resource_lifecycle_events = sa.Table(
     sa.Column("cost_at_event", sa.Float()),
     sa.Column("metrics_snapshot", JSONType),
     sa.Column("event_timestamp", sa.DateTime(), nullable=False),
-    _created(),
+    _stamp("created_at"),
     _hash("account_hash"),
-    sa.Column("scan_date", sa.Date()),  # NULL for events that come from user actions
+    # The scan partition; NULL for events derived from user actions, which belong to no scan.
+    sa.Column("scan_date", sa.Date()),
+    # The user-action event an action-derived row came from: makes re-delivery a no-op.
     _hash("source_event_hash", nullable=True),
-    sa.Index("ix_lifecycle_resource", "resource_hash"),
-    sa.Index("ix_lifecycle_event_type", "event_type"),
-    sa.Index("ix_lifecycle_resource_type", "resource_type"),
-    sa.Index("ix_lifecycle_timestamp", "event_timestamp"),
-    sa.Index("ix_lifecycle_provider", "provider"),
-    sa.Index("ix_lifecycle_partition", "scan_date", "account_hash"),
-    sa.UniqueConstraint("source_event_hash", "event_type", name="uq_lifecycle_source_event"),
+    sa.Index("idx_lifecycle_resource", "resource_hash"),
+    sa.Index("idx_lifecycle_event_type", "event_type"),
+    sa.Index("idx_lifecycle_resource_type", "resource_type"),
+    sa.Index("idx_lifecycle_timestamp", "event_timestamp"),
+    sa.Index("idx_lifecycle_provider", "provider"),
+    sa.Index("idx_lifecycle_partition", "scan_date", "account_hash"),
+    # NULLs never collide (on both engines), so scan-derived rows are not constrained by it.
+    sa.UniqueConstraint("source_event_hash", "event_type"),
 )
 
 cloudwatch_metrics_history = sa.Table(
@@ -142,24 +206,23 @@ cloudwatch_metrics_history = sa.Table(
     sa.Column("resource_type", sa.String(50), nullable=False),
     sa.Column("provider", sa.String(20), nullable=False),
     sa.Column("metric_name", sa.String(100), nullable=False),
-    sa.Column("metric_values", JSONType, nullable=False),
-    sa.Column("aggregation_period", sa.String(20), nullable=False),
+    sa.Column("metric_values", JSONType, nullable=False),  # the time series
+    sa.Column("aggregation_period", sa.String(20), nullable=False),  # hourly, daily, weekly
     sa.Column("start_date", sa.DateTime(), nullable=False),
     sa.Column("end_date", sa.DateTime(), nullable=False),
-    sa.Column("collected_at", sa.DateTime(), nullable=False, default=utcnow),
+    _stamp("collected_at"),
     _hash("account_hash"),
     sa.Column("scan_date", sa.Date(), nullable=False),
-    sa.Index("ix_cw_metrics_resource", "resource_hash"),
-    sa.Index("ix_cw_metrics_type", "resource_type"),
-    sa.Index("ix_cw_metrics_name", "metric_name"),
-    sa.Index("ix_cw_metrics_partition", "scan_date", "account_hash"),
+    sa.Index("idx_cw_metrics_resource", "resource_hash"),
+    sa.Index("idx_cw_metrics_type", "resource_type"),
+    sa.Index("idx_cw_metrics_name", "metric_name"),
+    sa.Index("idx_cw_metrics_partition", "scan_date", "account_hash"),
 )
 
 user_action_patterns = sa.Table(
     "user_action_patterns",
     metadata,
     _id(),
-    sa.Column("event_hash", sa.String(64), nullable=False, unique=True),
     _hash("user_hash"),
     _hash("account_hash"),
     _hash("resource_hash"),
@@ -168,7 +231,7 @@ user_action_patterns = sa.Table(
     sa.Column("region_anonymized", sa.String(20)),
     sa.Column("detection_scenario", sa.String(50), nullable=False),
     sa.Column("confidence_level", sa.String(20), nullable=False),
-    sa.Column("action_taken", sa.String(30), nullable=False),
+    sa.Column("action_taken", sa.String(30), nullable=False),  # deleted, ignored, kept
     sa.Column("time_to_action_hours", sa.Integer(), nullable=False),
     sa.Column("cost_monthly", sa.Float(), nullable=False),
     sa.Column("cost_saved_monthly", sa.Float(), nullable=False),
@@ -176,16 +239,19 @@ user_action_patterns = sa.Table(
     sa.Column("company_size_bucket", sa.String(20)),
     sa.Column("detected_at", sa.DateTime(), nullable=False),
     sa.Column("action_at", sa.DateTime(), nullable=False),
-    _created(),
-    sa.Index("ix_user_action_user", "user_hash"),
-    sa.Index("ix_user_action_resource_type", "resource_type"),
-    sa.Index("ix_user_action_scenario", "detection_scenario"),
-    sa.Index("ix_user_action_action", "action_taken"),
-    sa.Index("ix_user_action_detected", "detected_at"),
-    sa.Index("ix_user_action_action_at", "action_at"),
-    sa.Index("ix_user_action_provider", "provider"),
-    sa.Index("ix_user_action_account", "account_hash"),
-    sa.Index("ix_user_action_resource", "resource_hash"),
+    _stamp("created_at"),
+    # The outbox event this row came from (hashed): the idempotency key of the action sensor.
+    _hash("event_hash"),
+    sa.UniqueConstraint("event_hash"),
+    sa.Index("idx_user_action_user", "user_hash"),
+    sa.Index("idx_user_action_resource_type", "resource_type"),
+    sa.Index("idx_user_action_scenario", "detection_scenario"),
+    sa.Index("idx_user_action_action", "action_taken"),
+    sa.Index("idx_user_action_detected", "detected_at"),
+    sa.Index("idx_user_action_action_at", "action_at"),
+    sa.Index("idx_user_action_provider", "provider"),
+    sa.Index("idx_user_action_account", "account_hash"),
+    sa.Index("idx_user_action_resource", "resource_hash"),
 )
 
 cost_trend_data = sa.Table(
@@ -193,7 +259,7 @@ cost_trend_data = sa.Table(
     metadata,
     _id(),
     _hash("account_hash"),
-    sa.Column("month", sa.String(7), nullable=False),
+    sa.Column("month", sa.String(7), nullable=False),  # YYYY-MM
     sa.Column("provider", sa.String(20), nullable=False),
     sa.Column("total_spend", sa.Float(), nullable=False),
     sa.Column("waste_detected", sa.Float(), nullable=False),
@@ -201,14 +267,17 @@ cost_trend_data = sa.Table(
     sa.Column("waste_percentage", sa.Float(), nullable=False),
     sa.Column("top_waste_categories", JSONType, nullable=False),
     sa.Column("regional_breakdown", JSONType),
-    _created(),
-    sa.Column("updated_at", sa.DateTime(), nullable=False, default=utcnow),
-    sa.Index("ix_cost_trend_account", "account_hash"),
-    sa.Index("ix_cost_trend_month", "month"),
-    sa.Index("ix_cost_trend_provider", "provider"),
-    sa.Index("ix_cost_trend_waste_pct", "waste_percentage"),
-    sa.UniqueConstraint("account_hash", "month", name="uq_cost_trend_account_month"),
+    _stamp("created_at"),
+    _stamp("updated_at"),
+    # One row per account and month: the monthly aggregate is replaced, never appended.
+    sa.UniqueConstraint("account_hash", "month"),
+    sa.Index("idx_cost_trend_account", "account_hash"),
+    sa.Index("idx_cost_trend_month", "month"),
+    sa.Index("idx_cost_trend_provider", "provider"),
+    sa.Index("idx_cost_trend_waste_pct", "waste_percentage"),
 )
+
+# --- raw store (raw ids; never exported) -----------------------------------------------------
 
 raw_scans = sa.Table(
     "raw_scans",
@@ -221,16 +290,19 @@ raw_scans = sa.Table(
     sa.Column("scanned_at", sa.DateTime(), nullable=False),
     sa.Column("status", sa.String(20), nullable=False),
     sa.Column("payload", JSONType, nullable=False),
-    sa.UniqueConstraint("provider", "account_id", "scan_date", name="uq_raw_scans_day"),
-    sa.Index("ix_raw_scans_scan_date", "scan_date"),
+    # One scan per account and day: a re-scan replaces the day.
+    sa.UniqueConstraint("provider", "account_id", "scan_date"),
+    sa.Index("idx_raw_scans_scan_date", "scan_date"),
     schema=RAW_SCHEMA,
 )
 
 resource_action_events = sa.Table(
     "resource_action_events",
     metadata,
+    # The sensor's cursor. AUTOINCREMENT on SQLite so a number is never reused after the newest
+    # rows are deleted (a plain rowid would hand out max+1 again, behind the cursor).
     sa.Column("seq", SeqType, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(200), nullable=False, unique=True),
+    sa.Column("event_id", sa.String(200), nullable=False),
     sa.Column("user_id", sa.String(200), nullable=False),
     sa.Column("account_id", sa.String(200), nullable=False),
     sa.Column("provider", sa.String(20), nullable=False),
@@ -238,8 +310,10 @@ resource_action_events = sa.Table(
     sa.Column("action", sa.String(30), nullable=False),
     sa.Column("action_at", sa.DateTime(), nullable=False),
     sa.Column("context", JSONType),
-    sa.Column("received_at", sa.DateTime(), nullable=False, default=utcnow),
+    _stamp("received_at"),
+    sa.UniqueConstraint("event_id"),
     schema=RAW_SCHEMA,
+    sqlite_autoincrement=True,
 )
 
 quarantine = sa.Table(
@@ -250,8 +324,8 @@ quarantine = sa.Table(
     sa.Column("source_ref", sa.String(200), nullable=False),
     sa.Column("payload", JSONType),
     sa.Column("reason", sa.String(1000), nullable=False),
-    sa.Column("quarantined_at", sa.DateTime(), nullable=False, default=utcnow),
-    sa.UniqueConstraint("source", "source_ref", name="uq_quarantine_source_ref"),
+    _stamp("quarantined_at"),
+    sa.UniqueConstraint("source", "source_ref"),
     schema=RAW_SCHEMA,
 )
 
@@ -263,14 +337,14 @@ scan_errors = sa.Table(
     sa.Column("account_id", sa.String(200), nullable=False),
     sa.Column("scan_date", sa.Date(), nullable=False),
     sa.Column("region", sa.String(50)),
-    sa.Column("service", sa.String(100)),
+    sa.Column("service", sa.String(50)),
     sa.Column("error_code", sa.String(100)),
     sa.Column("message", sa.Text()),
-    sa.Index("ix_scan_errors_scan", "provider", "account_id", "scan_date"),
+    sa.Index("idx_scan_errors_scan", "provider", "account_id", "scan_date"),
     schema=RAW_SCHEMA,
 )
 
-ML_TABLES = (
+ML_TABLES: tuple[sa.Table, ...] = (
     user_preferences,
     ml_training_data,
     resource_lifecycle_events,
@@ -278,4 +352,7 @@ ML_TABLES = (
     user_action_patterns,
     cost_trend_data,
 )
-RAW_TABLES = (raw_scans, resource_action_events, quarantine, scan_errors)
+"""The six ML tables, in the architecture seed's order."""
+
+RAW_TABLES: tuple[sa.Table, ...] = (raw_scans, resource_action_events, quarantine, scan_errors)
+"""The raw store: raw ids, short retention, never exported."""

@@ -5,7 +5,6 @@ outbox events it has not stored yet, so a re-run or a replayed batch never dupli
 it is never rebuilt from the outbox (which, holding raw ids, expires).
 """
 
-
 import json
 from datetime import datetime
 
@@ -17,6 +16,7 @@ from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.metadata import counts_table, preview
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, WarehouseResource
 from cloudwaste_pipeline.privacy import derive
+from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new
 
@@ -50,13 +50,9 @@ def pending_events(conn: sa.Connection, config: ActionBatchConfig, key: bytes) -
             )
         )
     }
-    hashes = [
-        derive.event_hash(str(e), str(p), key) if p in ("aws", "azure") else ""
-        for e, p in zip(frame["event_id"], frame["provider"], strict=True)
-    ]
     keep = [
-        h not in stored and str(e) not in quarantined
-        for h, e in zip(hashes, frame["event_id"], strict=True)
+        hash_event(str(e), key) not in stored and str(e) not in quarantined
+        for e in frame["event_id"]
     ]
     return frame[keep].reset_index(drop=True)
 
@@ -125,14 +121,18 @@ def user_action_patterns(
         bad = [(e, r) for e, r in zip(records, reasons, strict=True) if r]
         good = events[[r is None for r in reasons]] if not events.empty else events
         quarantined = quarantine_events(conn, bad, created_at)
-        hashes = [] if good.empty else [
-            derive.hash_id("resource", p, r, key)
+        hashes = [
+            hash_id("resource", p, r, key)
             for p, r in zip(good["provider"], good["resource_id"], strict=True)
         ]
         rows, held = derive.action_rows(
             good, detection_context(conn, hashes), user_preferences(conn), key, created_at
         )
-        inserted = insert_new(conn, schema.user_action_patterns, rows, ["event_hash"]) if not rows.empty else 0
+        inserted = (
+            insert_new(conn, schema.user_action_patterns, rows, ["event_hash"])
+            if not rows.empty
+            else 0
+        )
         lifecycle = derive.action_lifecycle_rows(rows)
         if not lifecycle.empty:
             insert_new(

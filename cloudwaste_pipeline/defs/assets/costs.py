@@ -1,7 +1,5 @@
 """Monthly cost trends per account, kept current by automation as scans and actions arrive."""
 
-from __future__ import annotations
-
 from datetime import date, datetime
 
 import dagster as dg
@@ -37,7 +35,10 @@ def spend_by_day(
         )
     ).all()
     return pd.DataFrame(
-        [{"scan_date": r.scan_date, "total_cost_monthly": r.payload["total_cost_monthly"]} for r in rows]
+        [
+            {"scan_date": r.scan_date, "total_cost_monthly": r.payload["total_cost_monthly"]}
+            for r in rows
+        ]
     )
 
 
@@ -71,7 +72,11 @@ def cost_trend_data(
     key = anonymizer.key_bytes()
     acct = hash_id("account", account.provider, account.cloud_id, key)
     month = month_start.strftime("%Y-%m")
-    ml, actions, trends = schema.ml_training_data, schema.user_action_patterns, schema.cost_trend_data
+    ml, actions, trends = (
+        schema.ml_training_data,
+        schema.user_action_patterns,
+        schema.cost_trend_data,
+    )
     with warehouse.engine().begin() as conn:
         detections = queries.frame(
             conn,

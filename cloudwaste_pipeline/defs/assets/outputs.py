@@ -1,8 +1,6 @@
 """What the collected data is for: weekly dataset exports, the model, and the collection stats."""
 
-from __future__ import annotations
-
-from datetime import date, timedelta
+from datetime import timedelta
 
 import dagster as dg
 import pandas as pd
@@ -59,7 +57,7 @@ def ml_dataset_exports(
 
 
 def labelled_examples(conn: sa.Connection) -> pd.DataFrame:
-    """One example per labelled resource: its latest detection."""
+    """One example per labelled resource: its first detection (see ml.features)."""
     ml = schema.ml_training_data
     rows = queries.frame(conn, sa.select(ml).where(ml.c.user_action.is_not(None)))
     return one_per_resource(rows) if not rows.empty else rows
@@ -134,25 +132,17 @@ def collection_stats(warehouse: WarehouseResource) -> dict:
     """The admin widget's figures (usage guide): shared by the asset, the CLI and the API."""
     ml = schema.ml_training_data
     today = settings.today()
+
+    def count(conn: sa.Connection, *where: sa.ColumnElement[bool]) -> int:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(ml).where(*where)).scalar())
+
     with warehouse.engine().connect() as conn:
         counts = queries.table_counts(conn)
-
-        def since(days: int) -> int:
-            start = date.fromordinal(today.toordinal() - days + 1)
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count()).where(ml.c.scan_date >= start)
-                ).scalar()
-                or 0
-            )
-
-        labelled = conn.execute(
-            sa.select(sa.func.count()).where(ml.c.user_action.is_not(None))
-        ).scalar()
+        last_7 = count(conn, ml.c.scan_date > today - timedelta(days=7))
+        last_30 = count(conn, ml.c.scan_date > today - timedelta(days=30))
+        labelled = count(conn, ml.c.user_action.is_not(None))
         last = conn.execute(sa.select(sa.func.max(ml.c.created_at))).scalar()
         scans = conn.execute(
-            sa.select(sa.func.count(sa.distinct(sa.tuple_(ml.c.scan_date, ml.c.account_hash))))
-        ).scalar() if conn.dialect.name == "postgresql" else conn.execute(
             sa.select(sa.func.count()).select_from(
                 sa.select(ml.c.scan_date, ml.c.account_hash).distinct().subquery()
             )
@@ -160,10 +150,10 @@ def collection_stats(warehouse: WarehouseResource) -> dict:
     total = counts["ml_training_data"]
     return {
         "total_records": total,
-        "records_last_7_days": since(7),
-        "records_last_30_days": since(30),
+        "records_last_7_days": last_7,
+        "records_last_30_days": last_30,
         "last_collection": str(last) if last else "never",
-        "user_action_rate_pct": round(100.0 * (labelled or 0) / total, 2) if total else 0.0,
+        "user_action_rate_pct": round(100.0 * labelled / total, 2) if total else 0.0,
         "records_per_scan": round(total / scans, 2) if scans else 0.0,
         "tables": counts,
     }

@@ -6,8 +6,6 @@ that day, and fails with a clear message once that scan is past raw retention. T
 assets rebuild their partition from that stored scan and replace it in one transaction.
 """
 
-from __future__ import annotations
-
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
