@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import sqlalchemy as sa
 import yaml
 
 from cloudwaste_pipeline import api, settings
@@ -33,7 +34,7 @@ from cloudwaste_pipeline.defs.sensors import register_accounts
 from cloudwaste_pipeline.simulation.behaviour import Decision, decide
 from cloudwaste_pipeline.simulation.fleet import FleetSpec, plan_fleet, scan_time
 from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
-from cloudwaste_pipeline.warehouse import queries
+from cloudwaste_pipeline.warehouse import queries, schema
 
 EVENT_NAMESPACE = uuid.UUID("8a6f2d4e-3c1b-4f5a-9e7d-0b2c4d6e8f10")
 DEMO_COMPANIES = (("retail", 450), ("software", 35), ("finance", 2400))
@@ -250,17 +251,46 @@ def print_summary(summary: DemoSummary) -> None:
     )
 
 
-def launch_ui(home: Path, port: int) -> None:
-    """``dagster dev`` on the demo's instance, key and accounts."""
+def replay_estate(spec: FleetSpec) -> Replay:
+    """Rebuild the demo's estate in moto as it stands at the demo date, without scanning.
+
+    Ids are seeded per day, so replaying the same plan with the deletions the demo's users made
+    (read back from the outbox) gives the same resource ids the demo scanned.
+    """
+    events = schema.resource_action_events
+    with api.engine().connect() as conn:
+        deleted = conn.execute(
+            sa.select(events.c.resource_id, events.c.action_at).where(events.c.action == "deleted")
+        ).all()
+    replay = Replay(spec, plan_fleet(spec))
+    for day in spec.days():
+        moment = scan_time(day)
+        for resource_id, when in deleted:
+            key = replay.key_for(resource_id)
+            if key and when < moment:
+                replay.schedule_deletion(key, when)
+        replay.advance_to(moment)
+    return replay
+
+
+def launch_ui(home: Path, port: int, spec: FleetSpec) -> None:
+    """``dagster dev`` on the demo's instance, key, accounts, clock and simulated cloud.
+
+    The simulated estate is served by moto from this process for as long as the UI runs, so
+    materializing today's scan from the UI scans it for real.
+    """
     prepare_home(home)
     os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
+    pin_clock(scan_time(spec.demo_date) + timedelta(hours=2))
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     command = [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)]
-    if workspace.exists():
-        command += ["-w", str(workspace)]
-    else:
-        command += ["-m", "cloudwaste_pipeline.definitions"]
-    raise SystemExit(subprocess.call(command))
+    command += (
+        ["-w", str(workspace)] if workspace.exists() else ["-m", "cloudwaste_pipeline.definitions"]
+    )
+    with moto_cloud():
+        replay_estate(spec)
+        print(f"Simulated cloud ready; the UI opens at http://127.0.0.1:{port} (Ctrl-C to stop)")
+        raise SystemExit(subprocess.call(command))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -273,9 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     home = Path(args.home).expanduser().resolve()
-    if args.ui:
-        launch_ui(home, args.port)
     spec = FleetSpec(seed=args.seed, demo_date=args.date, history_days=args.days)
+    if args.ui:
+        launch_ui(home, args.port, spec)
     summary = run_demo(home, spec)
     print_summary(summary)
     if summary.failed_runs:

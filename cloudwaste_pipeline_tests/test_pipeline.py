@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import date, timedelta
+from datetime import UTC, date, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -216,3 +216,22 @@ def test_definitions_validate_from_the_cli():
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_ui_estate_is_the_demo_estate_with_the_same_ids(demo):
+    """`make ui` rebuilds the estate for live scans; it must be the one the demo scanned."""
+    from cloudwaste_pipeline.demo import replay_estate
+    from cloudwaste_pipeline.scanning.aws import run_scan
+    from cloudwaste_pipeline.simulation.fleet import scan_time
+    from cloudwaste_pipeline.simulation.replay import moto_cloud
+
+    account = next(a for a in defs.resources["cloud"].accounts() if a.name == ACCOUNT.alias)
+    with moto_cloud():
+        replay_estate(TEST_SPEC)
+        live = run_scan(account, scan_time(TEST_SPEC.demo_date).replace(tzinfo=UTC))
+    with api.engine().connect() as conn:
+        stored = queries.load_raw_scan(conn, "aws", ACCOUNT.account_id, TEST_SPEC.demo_date)
+    assert {d["resource_id"] for d in live.detections} == {
+        d["resource_id"] for d in stored["detections"]
+    }
+    assert live.resources_scanned == stored["resources_scanned"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,8 @@ def moto_cloud() -> Iterator[str]:
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
+    # moto's backends are process-wide: start every simulated cloud empty.
+    urllib.request.urlopen(urllib.request.Request(f"{url}/moto-api/reset", method="POST"))
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", *FAKE_CREDENTIALS)}
     os.environ.update({"AWS_ENDPOINT_URL": url, **FAKE_CREDENTIALS})
     try:
@@ -85,6 +88,10 @@ class Replay:
         self.sessions = {a.account_id: account_session(a) for a in spec.accounts}
         self.deletions: dict[str, datetime] = {}  # key -> when the user deleted it
         self.clock: datetime | None = None
+        for account in spec.accounts:  # moto builds a region (default VPC...) on first use:
+            for region in account.regions:  # do it now, outside the seeded id windows
+                self.client(account, region).describe_vpcs()
+                self.client(account, region, "cloudwatch").list_metrics()
 
     def client(self, account: SimAccount, region: str, service: str = "ec2"):
         return self.sessions[account.account_id].client(service, region_name=region)
