@@ -196,10 +196,17 @@ def run_demo(
     spec: FleetSpec,
     progress: Callable[[str], None] = print,
     planned_out: list | None = None,
+    database_url: str | None = None,
 ) -> DemoSummary:
-    """Run the whole demo into ``home``; ``planned_out`` receives the replayed plan (tests)."""
+    """Run the whole demo into ``home`` (the embedded SQLite warehouse unless ``database_url``).
+
+    ``planned_out`` receives the replayed plan, for tests that check the scans against it.
+    """
     paths = prepare_home(home)
-    os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
+    if database_url:
+        os.environ["CLOUDWASTE_DATABASE_URL"] = database_url
+    else:
+        os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
     write_accounts_file(paths, spec)
     runner = DemoRunner(spec, progress)
     register_accounts(runner.instance, [a.alias for a in spec.accounts])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -41,19 +42,26 @@ class DemoInstance:
     planned: list[PlannedResource]
 
 
-@pytest.fixture(scope="session")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
+@contextmanager
+def isolated_environment() -> Iterator[None]:
+    """The demo points settings at its home through the environment: restore it afterwards."""
     saved = {k: os.environ.get(k) for k in ENV_KEYS}
     for key in ENV_KEYS:
         os.environ.pop(key, None)
-    home = tmp_path_factory.mktemp("demo-home")
-    planned: list[PlannedResource] = []
-    summary = run_demo(home, TEST_SPEC, progress=lambda _: None, planned_out=planned)
     try:
-        yield DemoInstance(home, summary, planned)
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
+    with isolated_environment():
+        home = tmp_path_factory.mktemp("demo-home")
+        planned: list[PlannedResource] = []
+        summary = run_demo(home, TEST_SPEC, progress=lambda _: None, planned_out=planned)
+        yield DemoInstance(home, summary, planned)

@@ -38,12 +38,16 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class AnonymizerResource(dg.ConfigurableResource):
-    """The HMAC key; only the demo and the tests ever generate one."""
+    """The HMAC key, from ``CLOUDWASTE_ANONYMIZATION_KEY`` unless given; never generated here.
 
-    key: str
+    Read when a run needs it (not through ``EnvVar`` at launch), so a missing key fails the run
+    with a message that says how to create one, while the UI still loads every definition.
+    """
+
+    key: str | None = None
 
     def key_bytes(self) -> bytes:
-        return load_key({"CLOUDWASTE_ANONYMIZATION_KEY": self.key})
+        return load_key({"CLOUDWASTE_ANONYMIZATION_KEY": self.key} if self.key else None)
 
 
 class CloudResource(dg.ConfigurableResource):
@@ -88,7 +92,7 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
     """Production wiring: everything from the environment, read when a run starts."""
     return {
         "warehouse": WarehouseResource(),
-        "anonymizer": AnonymizerResource(key=dg.EnvVar("CLOUDWASTE_ANONYMIZATION_KEY")),
+        "anonymizer": AnonymizerResource(),
         "cloud": CloudResource(),
         "files": FilesResource(),
     }

@@ -227,18 +227,19 @@ def expected_detections(
     ]
 
     def stopped(instance: PlannedResource | None) -> bool:
-        return bool(instance and instance.stop_at and instance.stop_at <= now)
+        """Stopped for longer than the threshold (a shorter stop may be a pause)."""
+        return bool(
+            instance
+            and instance.stop_at
+            and now - instance.stop_at > timedelta(days=stopped_min_days)
+        )
 
     expected: dict[str, str] = {}
     for r in alive:
-        if (
-            r.kind == "instance"
-            and r.stop_at
-            and now - r.stop_at > timedelta(days=stopped_min_days)
-        ):
+        if r.kind == "instance" and stopped(r):
             expected[r.cloud_id] = "stopped_instance"  # type: ignore[index]
-        if r.kind == "instance" and stopped(r) and r.root_volume_id:
-            expected[r.root_volume_id] = "attached_to_stopped_instance"
+            if r.root_volume_id:
+                expected[r.root_volume_id] = "attached_to_stopped_instance"
         elif r.kind in ("volume", "eip"):
             host = by_key.get(r.attach_to) if r.attach_to else None
             attached = bool(

@@ -21,7 +21,7 @@ from cloudwaste_pipeline.defs.metadata import counts_table, preview
 from cloudwaste_pipeline.defs.partitions import scan_partitions
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy import derive
-from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_series
+from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_series, scrub_text
 from cloudwaste_pipeline.warehouse import queries, schema
 
 GROUP = "collection"
@@ -73,7 +73,7 @@ def account_hash(part: ScanPartition, key: bytes) -> str:
 @dg.asset(
     partitions_def=scan_partitions,
     group_name=GROUP,
-    kinds={"python", "aws", "sqlite", "postgres"},
+    kinds={"aws", "sqlite", "postgres"},
     owners=OWNERS,
     tags={"privacy": "raw"},
     description=(
@@ -89,7 +89,15 @@ def raw_cloud_scans(
     if part.day > today:
         raise dg.Failure(description=f"{part.day} is in the future (today is {today})")
     if part.day == today:
-        scan = cloud.scan(part.account)
+        try:
+            scan = cloud.scan(part.account)
+        except Exception as exc:
+            # Cloud SDK errors quote ARNs and account ids: scrub them, and drop the original
+            # traceback (``from None``) so they reach neither the run log nor the UI.
+            raise dg.Failure(
+                description=f"scan of account {part.account.name!r} failed: "
+                f"{type(exc).__name__}: {scrub_text(str(exc))}"
+            ) from None
         with warehouse.engine().begin() as conn:
             queries.store_raw_scan(conn, part.account.name, scan)
         payload, source, status = scan.payload(), "live scan", scan.status
@@ -136,7 +144,7 @@ SCAN_DERIVED = {
 
 @dg.asset(
     **SCAN_DERIVED,
-    kinds={"python", "sqlite", "postgres"},
+    kinds={"pandas", "sqlite", "postgres"},
     description=(
         "Anonymized ML training rows, one per detection per scan: hashed ids, generalized "
         "region, metric aggregates, whitelisted config and tags, enrichment columns. "
@@ -193,7 +201,7 @@ def ml_training_data(
 
 @dg.asset(
     **SCAN_DERIVED,
-    kinds={"python", "sqlite", "postgres"},
+    kinds={"pandas", "sqlite", "postgres"},
     description=(
         "Lifecycle events from scans: 'detected' when a resource first appears (relative to the "
         "account's previous stored scan) and 'metrics_updated' per scan. User actions add "
@@ -243,7 +251,7 @@ def resource_lifecycle_events(
 
 @dg.asset(
     **SCAN_DERIVED,
-    kinds={"python", "sqlite", "postgres"},
+    kinds={"pandas", "sqlite", "postgres"},
     description=(
         "The full daily metric series (CloudWatch / Azure Monitor) of each detected resource, "
         "under hashed ids, with its aggregates."
