@@ -11,9 +11,9 @@ PREVIEW_ROWS = 20
 
 def preview(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> dg.MetadataValue:
     """A markdown table of at most 20 rows: larger metadata makes the UI slow."""
-    shown = frame[list(columns)] if columns is not None else frame
-    if shown.empty:
+    if frame.empty:
         return dg.MetadataValue.md("_no rows_")
+    shown = frame[list(columns)] if columns is not None else frame
     return dg.MetadataValue.md(shown.head(PREVIEW_ROWS).to_markdown(index=False))
 
 

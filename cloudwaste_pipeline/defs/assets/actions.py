@@ -148,14 +148,14 @@ def user_action_patterns(
                 conn, ml.c.resource_hash.in_(sorted(set(rows["resource_hash"])))
             )
     actions = rows["action_taken"].value_counts().to_dict() if not rows.empty else {}
-    if held is not None and len(held):
+    if len(held):
         context.log.info(f"{len(held)} event(s) held: their resource has not been detected yet")
     return dg.MaterializeResult(
         metadata={
             "events_read": len(events),
             "dagster/row_count": inserted,
             "rows_inserted": inserted,
-            "events_held": len(held) if held is not None else 0,
+            "events_held": len(held),
             "events_quarantined": quarantined,
             "training_rows_relabelled": relabelled,
             "by_action": counts_table(actions, "action", "events"),
@@ -168,9 +168,7 @@ def user_action_patterns(
                     "time_to_action_hours",
                     "cost_saved_monthly",
                 ],
-            )
-            if not rows.empty
-            else preview(rows),
+            ),
         }
     )
 

@@ -33,10 +33,6 @@ class ScanPartition:
     day: date
     account: Account
 
-    @property
-    def account_hash_input(self) -> tuple[str, str]:
-        return self.account.provider, self.account.cloud_id
-
 
 def scan_partition(context: dg.AssetExecutionContext, cloud: CloudResource) -> ScanPartition:
     keys = context.partition_key.keys_by_dimension  # type: ignore[attr-defined]
@@ -127,11 +123,30 @@ def raw_cloud_scans(
     )
 
 
-def derive_training(
-    part: ScanPartition, scan: dict[str, Any], key: bytes
-) -> tuple[pd.DataFrame, datetime]:
+@dataclass(frozen=True)
+class Derivation:
+    """What every derived asset starts from: the partition's stored scan and its ML rows."""
+
+    part: ScanPartition
+    key: bytes
+    account_hash: str
+    scan: dict[str, Any]
+    training: pd.DataFrame
+    collected_at: datetime
+
+
+def derivation(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> Derivation:
+    part = scan_partition(context, cloud)
+    key = anonymizer.key_bytes()
+    scan = stored_scan(warehouse, part)
     collected_at = queries.as_datetime(scan["scanned_at"])
-    return derive.training_rows(scan["detections"], key, part.day, collected_at), collected_at
+    training = derive.training_rows(scan["detections"], key, part.day, collected_at)
+    return Derivation(part, key, account_hash(part, key), scan, training, collected_at)
 
 
 SCAN_DERIVED = {
@@ -157,22 +172,16 @@ def ml_training_data(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
-    part = scan_partition(context, cloud)
-    key = anonymizer.key_bytes()
-    rows, _ = derive_training(part, stored_scan(warehouse, part), key)
-    table = schema.ml_training_data
-    acct = account_hash(part, key)
+    d = derivation(context, warehouse, anonymizer, cloud)
+    rows, table = d.training, schema.ml_training_data
+    partition = sa.and_(table.c.scan_date == d.part.day, table.c.account_hash == d.account_hash)
     with warehouse.engine().begin() as conn:
-        deleted, inserted = queries.replace_scan_partition(conn, table, part.day, acct, rows)
-        labelled = queries.apply_labels(
-            conn, sa.and_(table.c.scan_date == part.day, table.c.account_hash == acct)
+        deleted, inserted = queries.replace_scan_partition(
+            conn, table, d.part.day, d.account_hash, rows
         )
+        queries.apply_labels(conn, partition)
         labels = conn.execute(
-            sa.select(sa.func.count()).where(
-                table.c.scan_date == part.day,
-                table.c.account_hash == acct,
-                table.c.user_action.is_not(None),
-            )
+            sa.select(sa.func.count()).where(partition, table.c.user_action.is_not(None))
         ).scalar()
     cost = float(rows["cost_monthly"].sum()) if not rows.empty else 0.0
     return dg.MaterializeResult(
@@ -180,7 +189,6 @@ def ml_training_data(
             "dagster/row_count": inserted,
             "rows_replaced": deleted,
             "rows_labelled": int(labels or 0),
-            "rows_relabelled": labelled,
             "waste_monthly_usd": round(cost, 2),
             "preview": preview(
                 rows,
@@ -192,9 +200,7 @@ def ml_training_data(
                     "resource_age_days",
                     "cost_monthly",
                 ],
-            )
-            if not rows.empty
-            else preview(rows),
+            ),
         }
     )
 
@@ -214,27 +220,21 @@ def resource_lifecycle_events(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
-    part = scan_partition(context, cloud)
-    key = anonymizer.key_bytes()
-    scan = stored_scan(warehouse, part)
-    training, collected_at = derive_training(part, scan, key)
-    acct = account_hash(part, key)
-    table = schema.resource_lifecycle_events
+    d = derivation(context, warehouse, anonymizer, cloud)
+    account, table = d.part.account, schema.resource_lifecycle_events
     with warehouse.engine().begin() as conn:
-        previous = queries.previous_raw_scan(
-            conn, part.account.provider, part.account.cloud_id, part.day
-        )
+        previous = queries.previous_raw_scan(conn, account.provider, account.cloud_id, d.part.day)
         if previous is not None:
-            ids = pd.Series([d["resource_id"] for d in previous["detections"]], dtype=object)
-            seen = set(hash_series("resource", part.account.provider, ids, key))
+            ids = pd.Series([x["resource_id"] for x in previous["detections"]], dtype=object)
+            seen = set(hash_series("resource", account.provider, ids, d.key))
         else:
-            seen = queries.previous_detected_hashes(conn, acct, part.day) or set()
-        rows = derive.lifecycle_rows(training, seen, collected_at)
+            seen = queries.previous_detected_hashes(conn, d.account_hash, d.part.day) or set()
+        rows = derive.lifecycle_rows(d.training, seen, d.collected_at)
         deleted, inserted = queries.replace_scan_partition(
             conn,
             table,
-            part.day,
-            acct,
+            d.part.day,
+            d.account_hash,
             rows,
             extra=table.c.event_type.in_(["detected", "metrics_updated"]),
         )
@@ -263,14 +263,11 @@ def cloudwatch_metrics_history(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
-    part = scan_partition(context, cloud)
-    key = anonymizer.key_bytes()
-    scan = stored_scan(warehouse, part)
-    training, collected_at = derive_training(part, scan, key)
-    rows = derive.metrics_history_rows(scan["detections"], training, collected_at)
+    d = derivation(context, warehouse, anonymizer, cloud)
+    rows = derive.metrics_history_rows(d.scan["detections"], d.training, d.collected_at)
     with warehouse.engine().begin() as conn:
         deleted, inserted = queries.replace_scan_partition(
-            conn, schema.cloudwatch_metrics_history, part.day, account_hash(part, key), rows
+            conn, schema.cloudwatch_metrics_history, d.part.day, d.account_hash, rows
         )
     metrics = rows["metric_name"].value_counts().to_dict() if not rows.empty else {}
     return dg.MaterializeResult(
