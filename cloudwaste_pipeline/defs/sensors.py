@@ -36,25 +36,57 @@ def accounts_sensor(context: dg.SensorEvaluationContext, cloud: CloudResource):
     )
 
 
+RANGE_TAG = "cloudwaste/outbox_range"
+MAX_ATTEMPTS = 5
+FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+def action_run(first: int, last: int, attempt: int) -> dg.RunRequest:
+    """One outbox range; a retry gets a new run_key (a failed run_key is never relaunched)."""
+    key = f"actions:{first}-{last}" + (f":retry{attempt}" if attempt else "")
+    return dg.RunRequest(
+        run_key=key,
+        run_config={"ops": {"user_action_patterns": {"config": {"max_seq": last}}}},
+        tags={RANGE_TAG: f"{first}-{last}", "cloudwaste/attempt": str(attempt)},
+    )
+
+
 @dg.sensor(
     job=user_actions_job,
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Launches a user_actions_job run when new events reach the user-action outbox; the "
-        "cursor is the last outbox sequence number handed to a run."
+        "Launches a user_actions_job run when new events reach the user-action outbox, and "
+        "relaunches a range whose run failed (up to 5 attempts). The cursor holds the last outbox "
+        "sequence handed to a run and the ranges still in flight."
     ),
 )
 def user_action_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
-    state = json.loads(context.cursor) if context.cursor else {"last_seq": 0}
+    state = json.loads(context.cursor) if context.cursor else {}
+    last_seq, in_flight = state.get("last_seq", 0), dict(state.get("in_flight", {}))
+    requests, notes = [], []
+    for span, attempt in sorted(in_flight.items()):
+        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={RANGE_TAG: span}), limit=1)
+        if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
+            del in_flight[span]
+        elif runs and runs[0].status in FAILED:
+            if attempt + 1 >= MAX_ATTEMPTS:
+                notes.append(f"range {span} failed {MAX_ATTEMPTS} times; left to later batches")
+                del in_flight[span]
+                continue
+            first, last = (int(x) for x in span.split("-"))
+            requests.append(action_run(first, last, attempt + 1))
+            in_flight[span] = attempt + 1
     events = schema.resource_action_events
     with warehouse.engine().connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(events.c.seq))).scalar() or 0
-    if newest <= state["last_seq"]:
-        return dg.SkipReason(f"no new user action since outbox sequence {state['last_seq']}")
-    run = dg.RunRequest(
-        run_key=f"actions:{state['last_seq'] + 1}-{newest}",
-        run_config={"ops": {"user_action_patterns": {"config": {"max_seq": newest}}}},
-        tags={"cloudwaste/outbox_range": f"{state['last_seq'] + 1}-{newest}"},
-    )
-    return dg.SensorResult(run_requests=[run], cursor=json.dumps({"last_seq": newest}))
+    if newest > last_seq:
+        requests.append(action_run(last_seq + 1, newest, 0))
+        in_flight[f"{last_seq + 1}-{newest}"] = 0
+        last_seq = newest
+    cursor = json.dumps({"last_seq": last_seq, "in_flight": in_flight}, sort_keys=True)
+    if not requests:
+        waiting = f"; {len(in_flight)} range(s) in flight" if in_flight else ""
+        reason = f"no new user action since outbox sequence {last_seq}{waiting}"
+        return dg.SensorResult(skip_reason="; ".join([reason, *notes]), cursor=cursor)
+    return dg.SensorResult(run_requests=requests, cursor=cursor)

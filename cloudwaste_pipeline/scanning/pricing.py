@@ -57,6 +57,25 @@ ELASTIC_IP_MONTHLY = round(PUBLIC_IPV4_HOURLY * HOURS_PER_MONTH, 4)  # 3.65
 # Fixed hourly charges (data processing excluded), priced for the next rules.
 NAT_GATEWAY_MONTHLY = 32.85  # 0.045 USD/h
 LOAD_BALANCER_MONTHLY = 16.42  # ALB or NLB, 0.0225 USD/h, before LCU/NLCU charges
+CLASSIC_LOAD_BALANCER_MONTHLY = 18.25  # CLB, 0.025 USD/h, before per-GB charges
+
+# RDS on-demand, single-AZ, open-source engines (MySQL/PostgreSQL/MariaDB), USD per hour.
+# Multi-AZ doubles the instance and storage price; commercial engines' licences are not included,
+# so those are under-estimates. Classes the table lacks are priced as the EC2 size fallback times
+# ``RDS_OVER_EC2``, the typical ratio of an RDS class to the same EC2 type.
+RDS_HOURLY: dict[str, float] = {
+    "db.t3.micro": 0.017, "db.t3.small": 0.034, "db.t3.medium": 0.068, "db.t3.large": 0.136,
+    "db.t4g.micro": 0.016, "db.t4g.small": 0.032, "db.t4g.medium": 0.065,
+    "db.m5.large": 0.171, "db.m5.xlarge": 0.342, "db.m5.2xlarge": 0.684,
+    "db.m6g.large": 0.152, "db.m6i.large": 0.171,
+    "db.r5.large": 0.25, "db.r5.xlarge": 0.50, "db.r6g.large": 0.225,
+}  # fmt: skip
+RDS_OVER_EC2 = 1.75
+# RDS storage, USD per GB-month (single-AZ), and provisioned IOPS per IOPS-month.
+RDS_STORAGE_GB_MONTH: dict[str, float] = {
+    "gp2": 0.115, "gp3": 0.115, "io1": 0.125, "io2": 0.125, "standard": 0.10,
+}  # fmt: skip
+RDS_IOPS_MONTH = 0.10
 
 # EC2 on-demand Linux, USD per hour, by family then size (approximate 2025 list prices).
 EC2_HOURLY: dict[str, dict[str, float]] = {
@@ -187,3 +206,38 @@ def _hourly_by_size(size: str) -> float:
     if size.startswith("metal"):
         return xlarge * METAL_AS_XLARGE_MULTIPLE
     return SIZE_FALLBACK_HOURLY["large"]
+
+
+def nat_gateway_monthly(region: str) -> float:
+    """The hourly charge of a NAT gateway (data processing excluded)."""
+    return round(NAT_GATEWAY_MONTHLY * region_multiplier(region), 4)
+
+
+def load_balancer_monthly(lb_type: str, region: str) -> float:
+    """The hourly charge of a load balancer (LCU/NLCU and per-GB charges excluded)."""
+    base = CLASSIC_LOAD_BALANCER_MONTHLY if lb_type == "classic" else LOAD_BALANCER_MONTHLY
+    return round(base * region_multiplier(region), 4)
+
+
+def rds_instance_monthly(
+    db_class: str,
+    storage_type: str,
+    storage_gb: float,
+    iops: float | None,
+    multi_az: bool,
+    region: str,
+) -> tuple[float, str]:
+    """Monthly cost of a DB instance (compute plus storage), and whether its class was listed."""
+    listed = RDS_HOURLY.get(db_class)
+    if listed is not None and storage_type in RDS_STORAGE_GB_MONTH:
+        hourly, source = listed, PRICE_TABLE
+    else:
+        size = db_class.rsplit(".", 1)[-1]
+        hourly = listed if listed is not None else _hourly_by_size(size) * RDS_OVER_EC2
+        source = PRICE_ESTIMATE
+    gb_price = RDS_STORAGE_GB_MONTH.get(storage_type, RDS_STORAGE_GB_MONTH["gp2"])
+    storage = gb_price * storage_gb
+    if storage_type in ("io1", "io2"):
+        storage += RDS_IOPS_MONTH * (iops or 0)
+    cost = (hourly * HOURS_PER_MONTH + storage) * (2 if multi_az else 1)
+    return round(cost * region_multiplier(region), 4), source

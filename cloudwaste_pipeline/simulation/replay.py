@@ -227,10 +227,13 @@ class Replay:
             cpu = 2.0 if resource.idle else 35.0
             series = {
                 "CPUUtilization": ("Percent", [max(0.0, rng.normal(cpu, cpu / 4)) for _ in days]),
-                "NetworkOut": (
-                    "Bytes",
-                    [max(0.0, rng.normal(5e5 if resource.idle else 5e8, 1e5)) for _ in days],
-                ),
+                **{
+                    name: (
+                        "Bytes",
+                        [max(0.0, rng.normal(5e5 if resource.idle else 5e8, 1e5)) for _ in days],
+                    )
+                    for name in ("NetworkIn", "NetworkOut")
+                },
             }
         else:
             namespace, dimension = "AWS/EBS", "VolumeId"

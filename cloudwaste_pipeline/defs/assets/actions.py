@@ -6,7 +6,7 @@ it is never rebuilt from the outbox (which, holding raw ids, expires).
 """
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -24,10 +24,20 @@ GROUP = "actions"
 
 
 class ActionBatchConfig(dg.Config):
-    """The outbox range a sensor run covers; the default takes every pending event."""
+    """The outbox range a sensor run covers (default: every pending event), and how long an
+    event whose resource has not been detected yet is held before it is quarantined."""
 
     min_seq: int = 0
     max_seq: int | None = None
+    hold_hours: float = 72.0
+
+
+def expired_holds(held: pd.DataFrame, now: datetime, hold_hours: float) -> pd.DataFrame:
+    """Held events that arrived more than ``hold_hours`` ago: their scan is not just late."""
+    if held.empty:
+        return held
+    cutoff = now.replace(tzinfo=None) - timedelta(hours=hold_hours)
+    return held[pd.to_datetime(held["received_at"]) < cutoff]
 
 
 def pending_events(conn: sa.Connection, config: ActionBatchConfig, key: bytes) -> pd.DataFrame:
@@ -128,6 +138,12 @@ def user_action_patterns(
         rows, held = derive.action_rows(
             good, detection_context(conn, hashes), user_preferences(conn), key, created_at
         )
+        expired = expired_holds(held, created_at, config.hold_hours)
+        reason = f"resource not detected within {config.hold_hours:g} h of the event's arrival"
+        quarantined += quarantine_events(
+            conn, [(e, reason) for e in expired.to_dict("records")], created_at
+        )
+        held = held.drop(index=expired.index)
         inserted = (
             insert_new(conn, schema.user_action_patterns, rows, ["event_hash"])
             if not rows.empty
