@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from cloudwaste_pipeline import api, settings
 from cloudwaste_pipeline.definitions import defs
 from cloudwaste_pipeline.defs.sensors import RANGE_TAG
-from cloudwaste_pipeline.privacy.anonymize import hash_event, load_key
+from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, load_key
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import insert_new
 from cloudwaste_pipeline_tests.demo_instance import TEST_SPEC
@@ -123,3 +123,85 @@ def test_the_sensor_relaunches_a_failed_range_under_a_new_key(demo, monkeypatch)
         dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=defs.resources)
     )
     assert not done.run_requests and json.loads(done.cursor)["in_flight"] == {}
+
+
+def test_one_action_one_tick_updates_all_four_tables(demo):
+    key = load_key()
+    ml, trends = schema.ml_training_data, schema.cost_trend_data
+    with api.engine().connect() as conn:
+        payload = conn.execute(
+            sa.select(schema.raw_scans.c.payload).where(
+                schema.raw_scans.c.account_id == ACCOUNT.account_id,
+                schema.raw_scans.c.scan_date == TEST_SPEC.demo_date,
+            )
+        ).scalar()
+        unlabelled = {
+            r.resource_hash
+            for r in conn.execute(
+                sa.select(ml.c.resource_hash).where(
+                    ml.c.scan_date == TEST_SPEC.demo_date, ml.c.user_action.is_(None)
+                )
+            )
+        }
+        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
+        account_hash = hash_id("account", "aws", ACCOUNT.account_id, key)
+        month = TEST_SPEC.demo_date.strftime("%Y-%m")
+        before = conn.execute(
+            sa.select(trends.c.waste_eliminated).where(
+                trends.c.account_hash == account_hash, trends.c.month == month
+            )
+        ).scalar()
+    detection = next(
+        d
+        for d in payload["detections"]
+        if hash_id("resource", "aws", d["resource_id"], key) in unlabelled and d["cost_monthly"] > 0
+    )
+    resource_hash = hash_id("resource", "aws", detection["resource_id"], key)
+    event = api.record_user_action(
+        user_id=ACCOUNT.owner_user_id,
+        account_id=ACCOUNT.account_id,
+        provider="aws",
+        resource_id=detection["resource_id"],
+        action="deleted",
+    )
+    instance = dg.DagsterInstance.get()
+    tick = defs.resolve_sensor_def("user_action_sensor").evaluate_tick(
+        dg.build_sensor_context(
+            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
+        )
+    )
+    (request,) = tick.run_requests
+    assert (
+        defs.resolve_job_def("user_actions_job")
+        .execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags)
+        .success
+    )
+    with api.engine().connect() as conn:
+        pattern = conn.execute(
+            sa.select(schema.user_action_patterns).where(
+                schema.user_action_patterns.c.event_hash == hash_event(event, key)
+            )
+        ).one()
+        labels = {
+            r.user_action
+            for r in conn.execute(
+                sa.select(ml.c.user_action).where(ml.c.resource_hash == resource_hash)
+            )
+        }
+        events = {
+            r.event_type
+            for r in conn.execute(
+                sa.select(schema.resource_lifecycle_events.c.event_type).where(
+                    schema.resource_lifecycle_events.c.source_event_hash == hash_event(event, key)
+                )
+            )
+        }
+        after = conn.execute(
+            sa.select(trends.c.waste_eliminated).where(
+                trends.c.account_hash == account_hash, trends.c.month == month
+            )
+        ).scalar()
+    assert pattern.cost_saved_monthly == detection["cost_monthly"]
+    assert labels == {"deleted"}
+    assert events == {"status_changed", "deleted"}
+    assert round(after - before, 2) == round(detection["cost_monthly"], 2)

@@ -143,6 +143,37 @@ def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
     return result.rowcount or 0
 
 
+def refresh_waste_eliminated(
+    conn: Connection, months: set[tuple[str, str]], updated_at: datetime
+) -> int:
+    """Re-sum ``waste_eliminated`` of stored (account_hash, 'YYYY-MM') trend rows from actions.
+
+    Called when actions arrive, so the month's figure moves at once; the monthly asset computes
+    the same sum when it is rebuilt, so the two never disagree.
+    """
+    trends, actions = schema.cost_trend_data, schema.user_action_patterns
+    updated = 0
+    for account_hash, month in sorted(months):
+        start = datetime.strptime(month, "%Y-%m")
+        end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1)
+        saved = (
+            sa.select(sa.func.coalesce(sa.func.sum(actions.c.cost_saved_monthly), 0.0))
+            .where(
+                actions.c.account_hash == account_hash,
+                actions.c.action_at >= start,
+                actions.c.action_at < end,
+            )
+            .scalar_subquery()
+        )
+        result = conn.execute(
+            sa.update(trends)
+            .where(trends.c.account_hash == account_hash, trends.c.month == month)
+            .values(waste_eliminated=sa.func.round(saved, 2), updated_at=updated_at)
+        )
+        updated += result.rowcount or 0
+    return updated
+
+
 def frame(conn: Connection, query: sa.Select[Any]) -> pd.DataFrame:
     return read_frame(conn, query)
 

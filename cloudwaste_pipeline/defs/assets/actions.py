@@ -157,11 +157,18 @@ def user_action_patterns(
                 lifecycle,
                 ["source_event_hash", "event_type"],
             )
-        relabelled = 0
+        relabelled = trends_updated = 0
         if not rows.empty:
             ml = schema.ml_training_data
             relabelled = queries.apply_labels(
                 conn, ml.c.resource_hash.in_(sorted(set(rows["resource_hash"])))
+            )
+            months = {
+                (a, pd.Timestamp(t).strftime("%Y-%m"))
+                for a, t in zip(rows["account_hash"], rows["action_at"], strict=True)
+            }
+            trends_updated = queries.refresh_waste_eliminated(
+                conn, months, created_at.replace(tzinfo=None)
             )
     actions = rows["action_taken"].value_counts().to_dict() if not rows.empty else {}
     if len(held):
@@ -174,6 +181,7 @@ def user_action_patterns(
             "events_held": len(held),
             "events_quarantined": quarantined,
             "training_rows_relabelled": relabelled,
+            "cost_trend_rows_updated": trends_updated,
             "by_action": counts_table(actions, "action", "events"),
             "preview": preview(
                 rows,
