@@ -6,12 +6,13 @@ editable install or a non-editable install in a Docker image.
 
 import dagster as dg
 
-from cloudwaste_pipeline.defs import jobs, schedules, sensors
+from cloudwaste_pipeline.defs import checks, jobs, schedules, sensors
 from cloudwaste_pipeline.defs.assets import actions, costs, outputs, scans
 from cloudwaste_pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([scans, actions, costs, outputs]),
+    asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[
         jobs.scan_job,
         jobs.user_actions_job,

@@ -52,6 +52,11 @@ class Paths:
         return self.home / "demo.key"
 
     @property
+    def actions_inbox(self) -> Path:
+        """Where apps drop JSON-lines user actions (``CLOUDWASTE_ACTIONS_INBOX``)."""
+        return Path(os.environ.get("CLOUDWASTE_ACTIONS_INBOX") or self.home / "inbox" / "actions")
+
+    @property
     def accounts_file(self) -> Path:
         return Path(os.environ.get("CLOUDWASTE_ACCOUNTS_FILE") or self.home / "accounts.yaml")
 

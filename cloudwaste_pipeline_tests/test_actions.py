@@ -205,3 +205,13 @@ def test_one_action_one_tick_updates_all_four_tables(demo):
     assert labels == {"deleted"}
     assert events == {"status_changed", "deleted"}
     assert round(after - before, 2) == round(detection["cost_monthly"], 2)
+
+
+def test_monitoring_checks_report_the_targets(demo):
+    result = defs.resolve_job_def("user_actions_job").execute_in_process(
+        instance=dg.DagsterInstance.get(), raise_on_error=False
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    quarantined = evaluations["no_quarantined_actions"]
+    assert quarantined.metadata["quarantined"].value == len([r for r in quarantine_reasons()])
+    assert quarantined.passed == (quarantined.metadata["quarantined"].value == 0)

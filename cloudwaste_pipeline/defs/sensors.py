@@ -5,9 +5,11 @@ import json
 import dagster as dg
 import sqlalchemy as sa
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.jobs import user_actions_job
 from cloudwaste_pipeline.defs.partitions import cloud_accounts
 from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
+from cloudwaste_pipeline.inbox import ingest_folder
 from cloudwaste_pipeline.warehouse import schema
 
 
@@ -56,9 +58,10 @@ def action_run(first: int, last: int, attempt: int) -> dg.RunRequest:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Launches a user_actions_job run when new events reach the user-action outbox, and "
-        "relaunches a range whose run failed (up to 5 attempts). The cursor holds the last outbox "
-        "sequence handed to a run and the ranges still in flight."
+        "Reads JSON-lines files dropped in the actions inbox into the outbox, launches a "
+        "user_actions_job run when new events reach the outbox, and relaunches a range whose "
+        "run failed (up to 5 attempts). The cursor holds the last outbox sequence handed to a "
+        "run and the ranges still in flight."
     ),
 )
 def user_action_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
@@ -77,6 +80,13 @@ def user_action_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
             first, last = (int(x) for x in span.split("-"))
             requests.append(action_run(first, last, attempt + 1))
             in_flight[span] = attempt + 1
+    dropped = ingest_folder(warehouse.engine(), settings.paths().actions_inbox, settings.now())
+    if dropped.files:
+        notes.append(
+            f"read {len(dropped.files)} dropped file(s): {dropped.events} event(s), "
+            f"{dropped.quarantined} quarantined line(s)"
+        )
+        context.log.info(notes[-1])
     events = schema.resource_action_events
     with warehouse.engine().connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(events.c.seq))).scalar() or 0

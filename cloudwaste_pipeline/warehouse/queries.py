@@ -168,7 +168,10 @@ def refresh_waste_eliminated(
         result = conn.execute(
             sa.update(trends)
             .where(trends.c.account_hash == account_hash, trends.c.month == month)
-            .values(waste_eliminated=sa.func.round(saved, 2), updated_at=updated_at)
+            .values(
+                waste_eliminated=sa.func.round(sa.cast(saved, sa.Numeric), 2),
+                updated_at=updated_at,
+            )
         )
         updated += result.rowcount or 0
     return updated
