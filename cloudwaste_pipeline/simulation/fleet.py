@@ -20,6 +20,7 @@ ENVS = ("prod", "prod", "staging", "dev", "test")
 INSTANCE_TYPES = ("t3.micro", "t3.medium", "m5.large", "c5.xlarge", "r5.large", "t3.large")
 VOLUME_TYPES = ("gp3", "gp3", "gp2", "st1", "sc1", "io1")
 SCAN_HOUR = 1  # the daily scan schedule runs at 01:00 UTC
+IDLE_DAYS = 14  # idle_instance looks at the 14 complete days before the scan
 
 
 @dataclass(frozen=True)
@@ -234,8 +235,16 @@ def expected_detections(
             and now - instance.stop_at > timedelta(days=stopped_min_days)
         )
 
+    def idle(instance: PlannedResource) -> bool:
+        """Running and idle on each of the last 14 complete days (metrics from its creation)."""
+        running = instance.stop_at is None or instance.stop_at > now
+        old_enough = instance.created_at.date() <= now.date() - timedelta(days=IDLE_DAYS)
+        return instance.idle and running and old_enough
+
     expected: dict[str, str] = {}
     for r in alive:
+        if r.kind == "instance" and idle(r):
+            expected[r.cloud_id] = "idle_instance"  # type: ignore[index]
         if r.kind == "instance" and stopped(r):
             expected[r.cloud_id] = "stopped_instance"  # type: ignore[index]
             if r.root_volume_id:
