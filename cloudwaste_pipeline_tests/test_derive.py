@@ -153,3 +153,22 @@ def test_action_rows_join_detection_and_hold_unknown_resources():
     lifecycle = derive.action_lifecycle_rows(rows)
     assert sorted(lifecycle["event_type"]) == ["deleted", "status_changed"]
     assert "user-42" not in rows.to_json(date_format="iso")
+
+
+def test_real_costs_fill_the_variance_or_say_why_not():
+    with_real = {**detection(), "cost_real_monthly": 11.0, "cost_real_reason": None}
+    without = {
+        **detection(ARN.replace("vol-0abc", "vol-0ddd")),
+        "cost_real_monthly": None,
+        "cost_real_reason": "not opted in",
+    }
+    rows = derive.training_rows([with_real, without], KEY, date(2026, 11, 16), NOW)
+    assert rows.loc[0, "cost_real_monthly"] == 11.0
+    assert rows.loc[0, "cost_variance_pct"] == round((8.8 - 11.0) / 11.0 * 100, 2)
+    assert rows.loc[1, "cost_real_monthly"] is None and rows.loc[1, "cost_variance_pct"] is None
+    assert rows.loc[1, "cost_real_reason"] == "not opted in"
+    stored_before = {
+        k: v for k, v in detection().items() if k not in ("cost_real_monthly", "cost_real_reason")
+    }
+    older = derive.training_rows([stored_before], KEY, date(2026, 11, 16), NOW)
+    assert older.loc[0, "cost_real_reason"] == "not collected by this scan"

@@ -82,6 +82,12 @@ def training_rows(
     created = [naive_utc(v) for v in raw["created_at"]]
     detected = [naive_utc(v) for v in raw["detected_at"]]
     parents = raw["parent_id"].where(raw["parent_id"].notna(), None)
+    estimated = raw["cost_monthly"].astype(float).round(4)
+    real = (
+        pd.to_numeric(raw.get("cost_real_monthly"), errors="coerce")
+        if "cost_real_monthly" in raw
+        else None
+    )
     return pd.DataFrame(
         {
             "account_hash": hash_series("account", provider, raw["account_id"], key),
@@ -95,8 +101,9 @@ def training_rows(
             "detection_scenario": raw["detection_scenario"],
             "confidence_level": raw["confidence_level"],
             "metrics_summary": [metrics_summary(m) for m in raw["metrics"]],
-            "cost_monthly": raw["cost_monthly"].astype(float).round(4),
+            "cost_monthly": estimated,
             "cost_source": raw["cost_source"],
+            **real_cost_columns(estimated, real, raw.get("cost_real_reason")),
             "resource_config": [
                 whitelist_config(t, c or {})
                 for t, c in zip(raw["resource_type"], raw["config"], strict=True)
@@ -111,6 +118,20 @@ def training_rows(
             "scan_date": scan_date,
         }
     )
+
+
+def real_cost_columns(
+    estimated: pd.Series, real: pd.Series | None, reasons: pd.Series | None
+) -> dict[str, Any]:
+    """Cost Explorer's figure beside the estimate (roadmap 2.2), or why there is none."""
+    if real is None:
+        return {"cost_real_monthly": None, "cost_real_reason": "not collected by this scan"}
+    variance = ((estimated - real) / real * 100).where(real > 0).round(2)
+    return {
+        "cost_real_monthly": real.round(4).astype(object).where(real.notna(), None),
+        "cost_variance_pct": variance.astype(object).where(variance.notna(), None),
+        "cost_real_reason": reasons.where(reasons.notna(), None) if reasons is not None else None,
+    }
 
 
 def lifecycle_rows(
