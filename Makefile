@@ -33,7 +33,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 benchmark: venv
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.scan_aws
 
 clean:
 	rm -rf $(CLOUDWASTE_HOME)

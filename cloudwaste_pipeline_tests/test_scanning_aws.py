@@ -20,6 +20,7 @@ import pytest
 import requests
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
+from botocore.stub import ANY
 from moto.ec2.models import ec2_backends
 from moto.server import ThreadedMotoServer
 
@@ -316,7 +317,7 @@ def test_metrics_come_from_one_get_metric_data_call_per_region(
     estate: Estate, now: datetime
 ) -> None:
     instance_id = estate.ids[("us-east-1", "running")]
-    expected = put_daily_metrics("us-east-1", instance_id, now)
+    expected = put_daily_metrics("us-east-1", instance_id, now) | {"NetworkIn": []}
     session, counter = counted_session()
 
     resources, errors = scan_account(ACCOUNT, now, regions=REGIONS, session=session)
@@ -326,6 +327,7 @@ def test_metrics_come_from_one_get_metric_data_call_per_region(
     assert by_id[estate.arn("us-east-1", "running")].metrics == expected
     assert by_id[estate.arn("eu-west-1", "running")].metrics == {
         "CPUUtilization": [],
+        "NetworkIn": [],
         "NetworkOut": [],
     }
     assert by_id[estate.arn("us-east-1", "old-unattached")].metrics == {
@@ -334,11 +336,15 @@ def test_metrics_come_from_one_get_metric_data_call_per_region(
     }
     for region in REGIONS:
         assert counter.total(operation="GetMetricData", region=region) == 1
-        # Three describes and one metrics call per region, whatever the number of resources.
-        assert counter.total(service="ec2", region=region) == 3
+        # Six EC2 describes, one per RDS/ELBv2/ELB (no load balancers: no target groups) and
+        # one metrics call per region, whatever the number of resources.
+        assert counter.total(service="ec2", region=region) == 6
+        assert counter.total(service="rds", region=region) == 1
+        assert counter.total(service="elastic-load-balancing-v2", region=region) == 1
+        assert counter.total(service="elastic-load-balancing", region=region) == 1
         assert counter.total(service="cloudwatch", region=region) == 1
     assert counter.by_operation()["sts.GetCallerIdentity"] == 1
-    assert counter.total() == 1 + 4 * len(REGIONS)
+    assert counter.total() == 1 + 10 * len(REGIONS)
 
 
 def test_access_denied_in_one_region_gives_a_partial_scan(estate: Estate, now: datetime) -> None:
@@ -361,6 +367,9 @@ def test_access_denied_in_one_region_gives_a_partial_scan(estate: Estate, now: d
         ("eu-west-1", "ec2:DescribeInstances", "UnauthorizedOperation"),
         ("eu-west-1", "ec2:DescribeVolumes", "UnauthorizedOperation"),
         ("eu-west-1", "ec2:DescribeAddresses", "UnauthorizedOperation"),
+        ("eu-west-1", "ec2:DescribeSnapshots", "UnauthorizedOperation"),
+        ("eu-west-1", "ec2:DescribeImages", "UnauthorizedOperation"),
+        ("eu-west-1", "ec2:DescribeNatGateways", "UnauthorizedOperation"),
     }
     for error in scan.errors:
         assert "not authorized" in error.message
@@ -472,6 +481,249 @@ def test_credentials_of_another_account_are_refused(moto: str, now: datetime) ->
 def test_regions_default_to_the_enabled_regions(moto: str) -> None:
     regions = list_regions(boto3.Session())
     assert {"us-east-1", "eu-west-1"} <= set(regions)
+
+
+# --------------------------------------------------------------------------------------------
+# The metric-based and newer resource types against moto: one region, each waste with twins
+# --------------------------------------------------------------------------------------------
+
+MB = 1024 * 1024
+
+
+def put_series(
+    region: str, namespace: str, dimension: str, value: str, metric: str, values: list[float],
+    now: datetime,
+) -> None:  # fmt: skip
+    """One point a day at noon, the last value on yesterday, oldest first."""
+    days = [now.date() - timedelta(days=len(values) - k) for k in range(len(values))]
+    boto3.client("cloudwatch", region_name=region).put_metric_data(
+        Namespace=namespace,
+        MetricData=[
+            {
+                "MetricName": metric,
+                "Dimensions": [{"Name": dimension, "Value": value}],
+                "Timestamp": datetime.combine(day, time(12), UTC),
+                "Value": v,
+            }
+            for day, v in zip(days, values, strict=True)
+        ],
+    )
+
+
+def _backdate_snapshot(account_id: str, region: str, snapshot_id: str, when: datetime) -> None:
+    ec2_backends[account_id][region].snapshots[snapshot_id].start_time = when.replace(tzinfo=None)
+
+
+@dataclass
+class Waste:
+    """ARNs of what ``plant_more`` created, by role."""
+
+    arns: dict[str, str] = field(default_factory=dict)
+
+
+def plant_more(region: str, now: datetime) -> Waste:
+    ec2 = boto3.client("ec2", region_name=region)
+    zone = f"{region}a"
+    image = _linux_image(ACCOUNT_ID, region)
+    planted = Waste()
+
+    def arn(kind: str, raw_id: str) -> str:
+        return f"arn:aws:ec2:{region}:{ACCOUNT_ID}:{kind}/{raw_id}"
+
+    def ec2_metrics(instance_id: str, cpu: list[float], network: list[float]) -> None:
+        for metric, values in (("CPUUtilization", cpu), ("NetworkIn", network)):
+            put_series(region, "AWS/EC2", "InstanceId", instance_id, metric, values, now)
+        put_series(region, "AWS/EC2", "InstanceId", instance_id, "NetworkOut", [1.0] * 3, now)
+
+    instances = {}
+    for role in ("idle", "idle-13-days", "busy-one-day"):
+        instance_id = ec2.run_instances(
+            ImageId=image, MinCount=1, MaxCount=1, InstanceType="t3.micro"
+        )["Instances"][0]["InstanceId"]
+        instances[role] = instance_id
+        planted.arns[role] = arn("instance", instance_id)
+    ec2_metrics(instances["idle"], [2.0] * 14, [4 * MB] * 14)
+    ec2_metrics(instances["idle-13-days"], [2.0] * 13, [MB] * 13)
+    ec2_metrics(instances["busy-one-day"], [2.0] * 7 + [10.0] + [2.0] * 6, [MB] * 14)
+
+    # Volumes on the running "idle" instance: one idle over 10 days, one busy, one with 3 days.
+    for role, ops in (
+        ("vol-idle", [20.0] * 10),
+        ("vol-busy", [5000.0] * 10),
+        ("vol-3-days", [0.0] * 3),
+    ):
+        volume_id = ec2.create_volume(AvailabilityZone=zone, Size=20, VolumeType="gp3")["VolumeId"]
+        ec2.attach_volume(VolumeId=volume_id, InstanceId=instances["idle"], Device="/dev/sdg")
+        planted.arns[role] = arn("volume", volume_id)
+        for metric in ("VolumeReadOps", "VolumeWriteOps"):
+            put_series(region, "AWS/EBS", "VolumeId", volume_id, metric, ops, now)  # fmt: skip
+
+    kept = ec2.create_volume(AvailabilityZone=zone, Size=30, VolumeType="gp3")["VolumeId"]
+    planted.arns["kept-volume"] = arn("volume", kept)
+    old = ec2.create_snapshot(VolumeId=kept)["SnapshotId"]
+    _backdate_snapshot(ACCOUNT_ID, region, old, now - timedelta(days=200))
+    new = ec2.create_snapshot(VolumeId=kept)["SnapshotId"]
+    gone = ec2.create_volume(AvailabilityZone=zone, Size=40, VolumeType="gp3")["VolumeId"]
+    orphan = ec2.create_snapshot(VolumeId=gone)["SnapshotId"]
+    ec2.delete_volume(VolumeId=gone)
+    ami = ec2.create_image(InstanceId=instances["idle-13-days"], Name="golden")["ImageId"]
+    ami_snapshots = [
+        m["Ebs"]["SnapshotId"]
+        for m in ec2.describe_images(ImageIds=[ami])["Images"][0]["BlockDeviceMappings"]
+        if "Ebs" in m
+    ]
+    assert ami_snapshots
+    for snapshot_id in ami_snapshots:  # old, but an AMI needs it
+        _backdate_snapshot(ACCOUNT_ID, region, snapshot_id, now - timedelta(days=200))
+    for role, snapshot_id in (("snap-old", old), ("snap-new", new), ("snap-orphan", orphan)):
+        planted.arns[role] = f"arn:aws:ec2:{region}::snapshot/{snapshot_id}"
+    planted.arns["snap-ami"] = f"arn:aws:ec2:{region}::snapshot/{ami_snapshots[0]}"
+
+    rds = boto3.client("rds", region_name=region)
+    for role, connections in (("db-idle", [0.0] * 7), ("db-busy", [5.0] * 7), ("db-no-data", [])):
+        rds.create_db_instance(
+            DBInstanceIdentifier=role, DBInstanceClass="db.t3.micro", Engine="postgres",
+            AllocatedStorage=20, MasterUsername="admin1", MasterUserPassword="password123",
+        )  # fmt: skip
+        planted.arns[role] = f"arn:aws:rds:{region}:{ACCOUNT_ID}:db:{role}"
+        if connections:
+            put_series(region, "AWS/RDS", "DBInstanceIdentifier", role,
+                       "DatabaseConnections", connections, now)  # fmt: skip
+
+    subnets = [s["SubnetId"] for s in ec2.describe_subnets()["Subnets"]][:2]
+    vpc = ec2.describe_vpcs()["Vpcs"][0]["VpcId"]
+    for role, sent in (("nat-idle", 0.0), ("nat-busy", 1e6)):
+        allocation = ec2.allocate_address(Domain="vpc")["AllocationId"]
+        nat = ec2.create_nat_gateway(SubnetId=subnets[0], AllocationId=allocation)
+        nat_id = nat["NatGateway"]["NatGatewayId"]
+        planted.arns[role] = arn("natgateway", nat_id)
+        put_series(region, "AWS/NATGateway", "NatGatewayId", nat_id, "BytesOutToDestination",
+                   [sent] * 7, now)  # fmt: skip
+
+    elbv2 = boto3.client("elbv2", region_name=region)
+    for role, lb_type, metric, daily in (
+        ("alb-empty", "application", None, 0.0),
+        ("alb-quiet", "application", "RequestCount", 5.0),
+        ("alb-busy", "application", "RequestCount", 1000.0),
+        ("nlb-busy", "network", "NewFlowCount", 1000.0),
+    ):
+        lb = elbv2.create_load_balancer(Name=role, Subnets=subnets, Type=lb_type)
+        lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
+        planted.arns[role] = lb_arn
+        if metric is None:
+            continue
+        protocol = "HTTP" if lb_type == "application" else "TCP"
+        groups = elbv2.create_target_group(Name=f"{role}-tg", Protocol=protocol, Port=80, VpcId=vpc)
+        group = groups["TargetGroups"][0]["TargetGroupArn"]
+        elbv2.register_targets(TargetGroupArn=group, Targets=[{"Id": instances["idle"]}])
+        elbv2.create_listener(
+            LoadBalancerArn=lb_arn, Protocol=protocol, Port=80,
+            DefaultActions=[{"Type": "forward", "TargetGroupArn": group}],
+        )  # fmt: skip
+        namespace = "AWS/ApplicationELB" if lb_type == "application" else "AWS/NetworkELB"
+        dimension = lb_arn.split(":loadbalancer/", 1)[1]
+        put_series(region, namespace, "LoadBalancer", dimension, metric, [daily] * 7, now)
+
+    elb = boto3.client("elb", region_name=region)
+    for role in ("clb-empty", "clb-serving"):
+        elb.create_load_balancer(
+            LoadBalancerName=role,
+            Listeners=[{"Protocol": "HTTP", "LoadBalancerPort": 80, "InstancePort": 80}],
+            AvailabilityZones=[zone],
+        )
+        planted.arns[role] = (
+            f"arn:aws:elasticloadbalancing:{region}:{ACCOUNT_ID}:loadbalancer/{role}"
+        )
+    elb.register_instances_with_load_balancer(
+        LoadBalancerName="clb-serving", Instances=[{"InstanceId": instances["idle"]}]
+    )
+    put_series(region, "AWS/ELB", "LoadBalancerName", "clb-serving", "RequestCount",
+               [1000.0] * 7, now)  # fmt: skip
+    return planted
+
+
+@pytest.fixture
+def waste(moto: str, now: datetime) -> Waste:
+    return plant_more("us-east-1", now)
+
+
+def test_new_scenarios_are_found_and_their_twins_are_not(waste: Waste, now: datetime) -> None:
+    session, counter = counted_session()
+    resources, errors = scan_account(ACCOUNT, now, regions=("us-east-1",), session=session)
+    assert errors == []
+    detections = detect(resources, now)
+    found = {d.resource.resource_id: d.detection_scenario for d in detections}
+    a = waste.arns
+    assert found == {
+        a["idle"]: "idle_instance",
+        a["vol-idle"]: "idle_volume",
+        a["snap-old"]: "old_snapshot",
+        a["snap-orphan"]: "orphaned_snapshot",
+        a["db-idle"]: "idle_database",
+        a["nat-idle"]: "no_traffic",
+        a["alb-empty"]: "no_targets",
+        a["clb-empty"]: "no_targets",
+        a["alb-quiet"]: "no_requests",
+        a["kept-volume"]: "unattached_volume",  # the snapshots' source, left unattached
+    }
+    by_id = {r.resource_id: r for r in resources}
+    for healthy in ("snap-new", "snap-ami", "db-busy", "db-no-data", "nat-busy", "alb-busy",
+                    "nlb-busy", "clb-serving", "idle-13-days", "busy-one-day", "vol-busy",
+                    "vol-3-days"):  # fmt: skip
+        assert a[healthy] in by_id, healthy  # scanned, and not flagged
+
+    # All series of the region (11 instance/volume series and the others) in one call.
+    assert counter.total(service="cloudwatch") == 1
+
+    volume = by_id[a["vol-idle"]]
+    assert (volume.parent_id, volume.parent_state) == (a["idle"], "running")
+    snapshot = by_id[a["snap-orphan"]]
+    assert snapshot.config == {"size_gb": 40, "encrypted": False}
+    assert snapshot.cost_monthly == pytest.approx(40 * 0.05)
+    assert (snapshot.parent_type, snapshot.parent_state) == ("ebs_volume", "deleted")
+    assert by_id[a["snap-old"]].parent_id == a["kept-volume"]
+    assert (now - by_id[a["snap-old"]].created_at).days == 200
+    db = by_id[a["db-idle"]]
+    assert db.config == {
+        "db_instance_class": "db.t3.micro", "engine": "postgres", "allocated_storage_gb": 20,
+        "multi_az": False, "storage_type": "gp2",
+    }  # fmt: skip
+    assert db.cost_monthly == pytest.approx(0.017 * 730 + 20 * 0.115)
+    assert db.cost_source == pricing.PRICE_TABLE
+    nat = by_id[a["nat-idle"]]
+    assert nat.cost_monthly == pytest.approx(32.85)
+    assert nat.parent_type == "vpc" and nat.config == {"connectivity_type": "public"}
+    alb = by_id[a["alb-quiet"]]
+    assert alb.config["lb_type"] == "application"
+    assert alb.cost_monthly == pytest.approx(16.42)
+    assert alb.parent_type == "vpc"
+    assert alb.metrics["RequestCount"][-1] == ((now.date() - timedelta(days=1)).isoformat(), 5.0)
+    assert by_id[a["clb-empty"]].cost_monthly == pytest.approx(18.25)
+    nlb = by_id[a["nlb-busy"]]
+    assert nlb.config["lb_type"] == "network"
+    assert len(nlb.metrics["NewFlowCount"]) == 7
+    assert (nlb.attrs["registered_targets"], nlb.attrs["healthy_targets"]) == (1, 1)
+    assert by_id[a["clb-serving"]].attrs["healthy_targets"] == 1
+    assert len(by_id[a["idle"]].metrics["NetworkOut"]) == 3  # NetworkIn alone carries the days
+
+
+def test_real_costs_are_off_by_default_and_say_so(waste: Waste, now: datetime) -> None:
+    scan = run_scan(ACCOUNT, now, regions=("us-east-1",))
+    assert scan.detections
+    assert {(d["cost_real_monthly"], d["cost_real_reason"]) for d in scan.detections} == {
+        (None, "not enabled")
+    }
+
+
+def test_real_costs_when_cost_explorer_is_not_supported_are_recorded(
+    waste: Waste, now: datetime
+) -> None:
+    # moto does not implement GetCostAndUsageWithResources: the scan still completes.
+    scan = run_scan(ACCOUNT, now, regions=("us-east-1",), real_costs=True)
+    assert scan.status == "complete"
+    reasons = {d["cost_real_reason"] for d in scan.detections}
+    assert len(reasons) == 1 and reasons.pop().startswith("error: ")
+    assert all(d["cost_real_monthly"] is None for d in scan.detections)
 
 
 # --------------------------------------------------------------------------------------------
@@ -648,6 +900,165 @@ def test_rules_markdown_is_the_reviewable_table() -> None:
         assert f"| {rule.resource_type} | {rule.scenario} |" in table
 
 
+def running(metrics: dict[str, list[tuple[str, float]]], state: str = "running") -> Resource:
+    return Resource(
+        provider="aws",
+        account_id=ACCOUNT_ID,
+        region="us-east-1",
+        resource_type="ec2_instance",
+        resource_id=f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:instance/i-2",
+        state=state,
+        config={"instance_type": "t3.micro"},
+        metrics=metrics,
+    )
+
+
+def daily(values: list[float], end_days_ago: int = 1) -> list[tuple[str, float]]:
+    """A series whose last value is ``end_days_ago`` days before NOW's date, oldest first."""
+    last = NOW.date() - timedelta(days=end_days_ago)
+    n = len(values)
+    return [((last - timedelta(days=n - 1 - k)).isoformat(), v) for k, v in enumerate(values)]
+
+
+def idle_metrics(days: int = 14, cpu: float = 2.0, net_in: float = MB, net_out: float = MB):
+    return {
+        "CPUUtilization": daily([cpu] * days),
+        "NetworkIn": daily([net_in] * days),
+        "NetworkOut": daily([net_out] * days),
+    }
+
+
+def test_idle_instance_needs_each_of_the_last_14_days() -> None:
+    assert only(running(idle_metrics(14))) == ("idle_instance", "medium")
+    assert only(running(idle_metrics(21))) == ("idle_instance", "high")
+    assert only(running(idle_metrics(30))) == ("idle_instance", "critical")
+    assert only(running(idle_metrics(13))) is None  # 13 days of data: not flagged
+    # 14 points that end the day before yesterday miss yesterday: not flagged.
+    shifted = {name: daily([v for _, v in s], end_days_ago=2) for name, s in idle_metrics().items()}
+    assert only(running(shifted)) is None
+    # Today's partial day does not count and is not required.
+    assert only(running(idle_metrics(14) | {"CPUUtilization": daily([2.0] * 15, 0)})) == (
+        "idle_instance",
+        "medium",
+    )
+    assert only(running(idle_metrics(14), state="stopped")) is None
+
+
+def test_idle_instance_a_single_busy_day_is_not_idle() -> None:
+    for k in range(14):
+        cpu = [2.0] * 14
+        cpu[k] = 10.0  # the limit is strict: < 10%
+        assert only(running(idle_metrics() | {"CPUUtilization": daily(cpu)})) is None
+    assert only(running(idle_metrics(cpu=9.99))) == ("idle_instance", "medium")
+    # Network: NetworkIn + NetworkOut must stay under 5 MB a day.
+    assert only(running(idle_metrics(net_in=2.5 * MB, net_out=2.5 * MB))) is None
+    assert only(running(idle_metrics(net_in=2.5 * MB, net_out=2.5 * MB - 1))) is not None
+    network = [MB] * 14
+    network[5] = 5 * MB
+    assert only(running(idle_metrics() | {"NetworkIn": daily(network)})) is None
+
+
+def test_idle_instance_missing_data() -> None:
+    metrics = idle_metrics()
+    metrics["CPUUtilization"] = [p for k, p in enumerate(metrics["CPUUtilization"]) if k != 6]
+    assert only(running(metrics)) is None  # a day without CPU data
+    # One of the two network metrics missing on a day counts as 0 ...
+    metrics = idle_metrics()
+    metrics["NetworkOut"] = metrics["NetworkOut"][:5]
+    assert only(running(metrics)) == ("idle_instance", "medium")
+    # ... but a day with neither is a day without network data.
+    metrics["NetworkIn"] = metrics["NetworkIn"][:-1]
+    assert only(running(metrics)) is None
+    assert only(running({})) is None
+
+
+def test_idle_volume_average_and_minimum_days() -> None:
+    def attached(reads: list[float], writes: list[float], states=("running",)) -> Resource:
+        return volume(
+            state="in-use",
+            parent_state=states[0],
+            attrs={"attachments": len(states), "attached_instance_states": list(states)},
+            metrics={"VolumeReadOps": daily(reads), "VolumeWriteOps": daily(writes)},
+        )
+
+    assert only(attached([50.0] * 7, [50.0] * 7)) == ("idle_volume", "low")
+    assert only(attached([50.0] * 30, [50.0] * 30)) == ("idle_volume", "critical")
+    assert only(attached([50.0] * 7, [50.1] * 7)) is None
+    assert only(attached([0.0] * 6, [0.0] * 6)) is None  # fewer than 7 days of data
+    assert only(attached([400.0] + [0.0] * 9, [0.0] * 10)) == ("idle_volume", "low")
+    assert only(attached([0.0] * 10, [0.0] * 10, states=("stopped",))) is None
+    assert only(attached([], [])) is None
+
+
+def snapshot(age_days: float, volume_exists: bool | None, backs_ami: bool | None) -> Resource:
+    return Resource(
+        provider="aws",
+        account_id=ACCOUNT_ID,
+        region="us-east-1",
+        resource_type="ebs_snapshot",
+        resource_id="arn:aws:ec2:us-east-1::snapshot/snap-1",
+        state="completed",
+        created_at=NOW - timedelta(days=age_days),
+        config={"size_gb": 8, "encrypted": False},
+        attrs={"source_volume_exists": volume_exists, "backs_ami": backs_ami},
+    )
+
+
+def test_snapshot_rules_and_their_order() -> None:
+    assert only(snapshot(91, True, False)) == ("old_snapshot", "medium")
+    assert only(snapshot(90, True, False)) is None
+    assert only(snapshot(200, True, False)) == ("old_snapshot", "high")
+    assert only(snapshot(400, True, False)) == ("old_snapshot", "critical")
+    assert only(snapshot(400, True, True)) is None  # backs an AMI
+    assert only(snapshot(2, False, False)) == ("orphaned_snapshot", "low")
+    assert only(snapshot(400, False, False)) == ("orphaned_snapshot", "critical")  # not old
+    assert only(snapshot(400, False, True)) is None
+    assert only(snapshot(400, None, None)) is None  # volumes or images unreadable
+
+
+def metric_resource(resource_type: str, metrics: dict, state: str = "available", **attrs):
+    return Resource(
+        provider="aws",
+        account_id=ACCOUNT_ID,
+        region="us-east-1",
+        resource_type=resource_type,
+        resource_id=f"arn:aws:x:us-east-1:{ACCOUNT_ID}:{resource_type}/x",
+        state=state,
+        created_at=NOW - timedelta(days=40),
+        config={"lb_type": "application"},
+        metrics=metrics,
+        attrs=attrs,
+    )
+
+
+def test_database_nat_and_load_balancer_rules() -> None:
+    db = metric_resource
+    assert only(db("rds_instance", {"DatabaseConnections": daily([0.0] * 7)})) == (
+        "idle_database",
+        "low",
+    )
+    assert only(db("rds_instance", {"DatabaseConnections": daily([0.0] * 6)})) is None
+    assert only(db("rds_instance", {"DatabaseConnections": daily([1.0] + [0.0] * 6)})) is None
+    assert only(db("rds_instance", {"DatabaseConnections": daily([0.0] * 7)}, "stopped")) is None
+    assert only(db("nat_gateway", {"BytesOutToDestination": daily([0.0] * 21)})) == (
+        "no_traffic",
+        "high",
+    )
+    assert only(db("nat_gateway", {"BytesOutToDestination": daily([0.0] * 6 + [1.0])})) is None
+    lb = metric_resource
+    assert only(lb("load_balancer", {}, healthy_targets=0)) == ("no_targets", "high")
+    assert only(lb("load_balancer", {}, healthy_targets=None)) is None
+    quiet = {"RequestCount": daily([14.0] * 7)}
+    assert only(lb("load_balancer", quiet, healthy_targets=1)) == ("no_requests", "low")
+    assert only(lb("load_balancer", quiet, healthy_targets=0)) == ("no_targets", "high")
+    assert only(lb("load_balancer", {"RequestCount": daily([15.0] * 7)}, healthy_targets=1)) is None
+    assert only(lb("load_balancer", {"NewFlowCount": daily([0.0] * 6)}, healthy_targets=1)) is None
+    assert only(lb("load_balancer", {"NewFlowCount": daily([0.0] * 30)}, healthy_targets=1)) == (
+        "no_requests",
+        "critical",
+    )
+
+
 @pytest.mark.parametrize(
     ("reason", "expected"),
     [
@@ -693,3 +1104,91 @@ def test_volume_and_region_prices() -> None:
     assert pricing.region_multiplier("eu-north-1") == 1.15
     assert pricing.region_multiplier("ca-west-1") == 1.1
     assert pricing.region_multiplier("xx-nowhere-1") == pricing.UNKNOWN_REGION_MULTIPLIER
+
+
+# --------------------------------------------------------------------------------------------
+# Cost Explorer real costs, against botocore's Stubber (moto lacks the operation)
+# --------------------------------------------------------------------------------------------
+
+
+def _ce_client() -> Any:
+    return boto3.client(
+        "ce", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+
+
+def _flagged(resource_id: str) -> Resource:
+    return volume(resource_id=resource_id)
+
+
+def test_real_costs_from_cost_explorer_are_daily_averages_times_30_4() -> None:
+    from botocore.stub import Stubber
+
+    from cloudwaste_pipeline.scanning.costs_aws import attach_real_costs, fetch_real_costs
+
+    ce = _ce_client()
+
+    def day(start: str, groups: list[tuple[str, str]]) -> dict[str, Any]:
+        return {
+            "TimePeriod": {"Start": start, "End": start},
+            "Groups": [
+                {"Keys": [key], "Metrics": {"UnblendedCost": {"Amount": amount, "Unit": "USD"}}}
+                for key, amount in groups
+            ],
+        }
+
+    instance_arn = f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:instance/i-0abc"
+    nat_arn = f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:natgateway/nat-0abc"
+    with Stubber(ce) as stub:
+        stub.add_response(
+            "get_cost_and_usage_with_resources",
+            {"ResultsByTime": [day("2026-02-15", [("i-0abc", "7.0")])], "NextPageToken": "p2"},
+            {
+                "TimePeriod": {"Start": "2026-02-15", "End": "2026-03-01"},
+                "Granularity": "DAILY",
+                "Filter": {"Dimensions": {"Key": "SERVICE", "Values": ANY}},
+                "GroupBy": [{"Type": "DIMENSION", "Key": "RESOURCE_ID"}],
+                "Metrics": ["UnblendedCost"],
+            },
+        )
+        stub.add_response(
+            "get_cost_and_usage_with_resources",
+            {"ResultsByTime": [day("2026-02-16", [("i-0abc", "7.0"), (nat_arn, "14.0")])]},
+        )
+        costs = fetch_real_costs(boto3.Session(), NOW, client=ce)
+    resources = [_flagged(instance_arn), _flagged(nat_arn), _flagged("arn:aws:ec2:x:y:volume/v")]
+    attach_real_costs(resources, costs)
+    assert [(r.cost_real_monthly, r.cost_real_reason) for r in resources] == [
+        (pytest.approx(30.4), None),
+        (pytest.approx(30.4), None),
+        (None, "no resource-level cost in Cost Explorer"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason"),
+    [
+        ("DataUnavailableException", "Data is not available.", "not opted in"),
+        (
+            "ValidationException",
+            "Resource-level data is not enabled; opt in through the console",
+            "not opted in",
+        ),
+        ("AccessDeniedException", f"User arn:aws:iam::{ACCOUNT_ID}:user/x denied", "error: "
+         "AccessDeniedException"),
+    ],
+)  # fmt: skip
+def test_real_costs_unavailable_say_why(code: str, message: str, reason: str) -> None:
+    from botocore.stub import Stubber
+
+    from cloudwaste_pipeline.scanning.costs_aws import attach_real_costs, fetch_real_costs
+
+    ce = _ce_client()
+    with Stubber(ce) as stub:
+        stub.add_client_error(
+            "get_cost_and_usage_with_resources", service_error_code=code, service_message=message
+        )
+        costs = fetch_real_costs(boto3.Session(), NOW, client=ce)
+    resources = [_flagged(f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:volume/vol-1")]
+    attach_real_costs(resources, costs)
+    assert (resources[0].cost_real_monthly, resources[0].cost_real_reason) == (None, reason)

@@ -54,6 +54,9 @@ class CloudResource(dg.ConfigurableResource):
     """The accounts file and the scanners behind it."""
 
     accounts_file: str | None = None
+    # Cost Explorer's resource-level costs: only for organizations that opted in (it is billed
+    # per request and needs the hourly resource-level data enabled).
+    real_costs: bool = False
 
     def accounts_path(self) -> Path:
         return Path(self.accounts_file) if self.accounts_file else settings.paths().accounts_file
@@ -69,7 +72,7 @@ class CloudResource(dg.ConfigurableResource):
         if account.provider == "aws":
             from cloudwaste_pipeline.scanning.aws import run_scan
 
-            return run_scan(account, settings.now())
+            return run_scan(account, settings.now(), real_costs=self.real_costs)
         raise NotImplementedError(
             f"account {account.name!r}: the {account.provider} scanner is not available yet"
         )

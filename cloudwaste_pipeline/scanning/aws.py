@@ -31,8 +31,13 @@ from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.privacy.anonymize import aws_resource_arn, scrub_text
+from cloudwaste_pipeline.privacy.anonymize import aws_arn, aws_resource_arn, scrub_text
 from cloudwaste_pipeline.scanning import pricing
+from cloudwaste_pipeline.scanning.costs_aws import (
+    REASON_NOT_ENABLED,
+    attach_real_costs,
+    fetch_real_costs,
+)
 from cloudwaste_pipeline.scanning.model import (
     MetricSeries,
     RawScan,
@@ -60,14 +65,20 @@ LIVE_INSTANCE_STATES = ("pending", "running", "stopping", "stopped")
 METRIC_WINDOW_DAYS = 30
 METRIC_PERIOD_SECONDS = 86400
 MAX_QUERIES_PER_CALL = 500  # the GetMetricData limit on MetricDataQueries
-# Per resource type: namespace, dimension name, then (metric, statistic) pairs.
+# Per metric profile (the resource type, or ``load_balancer:<type>``): namespace, dimension name,
+# then (metric, statistic) pairs. Every series of a region goes into the same batched calls.
 METRICS: dict[str, tuple[str, str, tuple[tuple[str, str], ...]]] = {
     "ec2_instance": (
         "AWS/EC2",
         "InstanceId",
-        (("CPUUtilization", "Average"), ("NetworkOut", "Sum")),
+        (("CPUUtilization", "Average"), ("NetworkIn", "Sum"), ("NetworkOut", "Sum")),
     ),
     "ebs_volume": ("AWS/EBS", "VolumeId", (("VolumeReadOps", "Sum"), ("VolumeWriteOps", "Sum"))),
+    "rds_instance": ("AWS/RDS", "DBInstanceIdentifier", (("DatabaseConnections", "Maximum"),)),
+    "nat_gateway": ("AWS/NATGateway", "NatGatewayId", (("BytesOutToDestination", "Sum"),)),
+    "load_balancer:application": ("AWS/ApplicationELB", "LoadBalancer", (("RequestCount", "Sum"),)),
+    "load_balancer:network": ("AWS/NetworkELB", "LoadBalancer", (("NewFlowCount", "Sum"),)),
+    "load_balancer:classic": ("AWS/ELB", "LoadBalancerName", (("RequestCount", "Sum"),)),
 }
 
 # "User initiated (2025-03-01 10:00:00 GMT)": AWS's only record of when an instance stopped.
@@ -248,14 +259,148 @@ def collect_region(
         _address_resource(a, account_id, region, instance_states) for a in raw_addresses or []
     ]
 
+    volume_states = {v["VolumeId"]: v.get("State", "") for v in raw_volumes or []}
+    raw_snapshots = guarded(
+        "ec2:DescribeSnapshots",
+        lambda: [
+            snapshot
+            for page in ec2.get_paginator("describe_snapshots").paginate(
+                OwnerIds=["self"],
+                # Redundant on AWS; moto also returns public AMI snapshots for "self" without it.
+                Filters=[{"Name": "owner-id", "Values": [account_id]}],
+            )
+            for snapshot in page["Snapshots"]
+            if snapshot.get("OwnerId", account_id) == account_id
+        ],
+    )
+    ami_snapshots = guarded(
+        "ec2:DescribeImages",
+        lambda: {
+            mapping["Ebs"]["SnapshotId"]
+            for image in ec2.describe_images(Owners=["self"])["Images"]
+            for mapping in image.get("BlockDeviceMappings") or []
+            if (mapping.get("Ebs") or {}).get("SnapshotId")
+        },
+    )
+    snapshots = [
+        _snapshot_resource(
+            s, account_id, region, None if raw_volumes is None else volume_states, ami_snapshots
+        )
+        for s in raw_snapshots or []
+    ]
+    raw_nats = guarded(
+        "ec2:DescribeNatGateways",
+        lambda: [
+            nat
+            for page in ec2.get_paginator("describe_nat_gateways").paginate()
+            for nat in page["NatGateways"]
+            if nat.get("State") not in ("deleted", "deleting", "failed")
+        ],
+    )
+    nats = [_nat_resource(n, account_id, region) for n in raw_nats or []]
+    raw_databases = guarded(
+        "rds:DescribeDBInstances",
+        lambda: [
+            db
+            for page in _client(session, "rds", region)
+            .get_paginator("describe_db_instances")
+            .paginate()
+            for db in page["DBInstances"]
+        ],
+    )
+    databases = [_database_resource(d, account_id, region) for d in raw_databases or []]
+    balancers = read_load_balancers(session, account_id, region, guarded)
+
     # CloudWatch dimensions take the raw ids, which the ARN-keyed resources no longer carry.
     targets = [
         *zip(instances, [i["InstanceId"] for i in raw_instances or []], strict=True),
         *zip(volumes, [v["VolumeId"] for v in raw_volumes or []], strict=True),
+        *zip(databases, [d["DBInstanceIdentifier"] for d in raw_databases or []], strict=True),
+        *zip(nats, [n["NatGatewayId"] for n in raw_nats or []], strict=True),
+        *((lb, lb.attrs["metric_dimension"]) for lb in balancers),
     ]
     if targets:
         guarded("cloudwatch:GetMetricData", lambda: attach_metrics(cloudwatch, targets, now))
-    return [*instances, *volumes, *addresses], errors
+    resources = [*instances, *volumes, *addresses, *snapshots, *nats, *databases, *balancers]
+    return resources, errors
+
+
+def read_load_balancers(
+    session: boto3.Session,
+    account_id: str,
+    region: str,
+    guarded: Callable[[str, Callable[[], Any]], Any],
+) -> list[Resource]:
+    """ALBs/NLBs (elbv2) and CLBs (elb), each with its count of registered and healthy targets.
+
+    Target groups are listed once per region (each names its load balancers); target health
+    takes one call per target group and instance health one per CLB with instances, since
+    neither API accepts more than one. ``healthy_targets`` is ``None`` when it could not be read.
+    """
+    elbv2 = _client(session, "elbv2", region)
+    elb = _client(session, "elb", region)
+    balancers: list[Resource] = []
+    raw_v2 = guarded(
+        "elbv2:DescribeLoadBalancers",
+        lambda: [
+            lb
+            for page in elbv2.get_paginator("describe_load_balancers").paginate()
+            for lb in page["LoadBalancers"]
+        ],
+    )
+    if raw_v2:
+        groups = guarded(
+            "elbv2:DescribeTargetGroups",
+            lambda: [
+                group
+                for page in elbv2.get_paginator("describe_target_groups").paginate()
+                for group in page["TargetGroups"]
+            ],
+        )
+
+        def health() -> dict[str, tuple[int, int]]:
+            counts: dict[str, tuple[int, int]] = {}
+            for group in groups or []:
+                if not group.get("LoadBalancerArns"):
+                    continue
+                described = elbv2.describe_target_health(TargetGroupArn=group["TargetGroupArn"])
+                states = [
+                    (d.get("TargetHealth") or {}).get("State")
+                    for d in described["TargetHealthDescriptions"]
+                ]
+                for arn in group["LoadBalancerArns"]:
+                    registered, healthy = counts.get(arn, (0, 0))
+                    counts[arn] = (registered + len(states), healthy + states.count("healthy"))
+            return counts
+
+        counts = guarded("elbv2:DescribeTargetHealth", health) if groups is not None else None
+        for raw in raw_v2:
+            known = counts is not None
+            registered, healthy = (counts or {}).get(raw["LoadBalancerArn"], (0, 0))
+            balancers.append(
+                _load_balancer_resource(
+                    raw, account_id, region, registered if known else None,
+                    healthy if known else None,
+                )
+            )  # fmt: skip
+    raw_classic = guarded(
+        "elb:DescribeLoadBalancers",
+        lambda: [
+            lb
+            for page in elb.get_paginator("describe_load_balancers").paginate()
+            for lb in page["LoadBalancerDescriptions"]
+        ],
+    )
+    for raw in raw_classic or []:
+        instances = raw.get("Instances") or []
+
+        def in_service(name: str = raw["LoadBalancerName"]) -> int:
+            states = elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"]
+            return sum(state.get("State") == "InService" for state in states)
+
+        healthy = guarded("elb:DescribeInstanceHealth", in_service) if instances else 0
+        balancers.append(_classic_resource(raw, account_id, region, len(instances), healthy))
+    return balancers
 
 
 def attach_metrics(cloudwatch: Any, targets: Sequence[tuple[Resource, str]], now: datetime) -> None:
@@ -269,7 +414,8 @@ def attach_metrics(cloudwatch: Any, targets: Sequence[tuple[Resource, str]], now
     start = end - timedelta(days=METRIC_WINDOW_DAYS)
     series: list[tuple[Resource, str, dict[str, Any]]] = []
     for resource, raw_id in targets:
-        namespace, dimension, metrics = METRICS[resource.resource_type]
+        profile = resource.attrs.get("metric_profile", resource.resource_type)
+        namespace, dimension, metrics = METRICS[profile]
         for metric, stat in metrics:
             query = {
                 "MetricStat": {
@@ -346,13 +492,27 @@ def run_scan(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     regions: Sequence[str] | None = None,
     session: boto3.Session | None = None,
+    real_costs: bool = False,
+    max_workers: int = MAX_WORKERS,
 ) -> RawScan:
     """One account's scan of the day: inventory, detections and totals, as the raw store keeps it.
 
     Pass ``session`` (from ``make_session``, with an ``ApiCallCounter`` attached) to measure calls.
+    With ``real_costs`` the detections also get ``cost_real_monthly`` from Cost Explorer's
+    resource-level data (a paid API, opt-in per account); otherwise, or where it is not available,
+    ``cost_real_reason`` says why it is empty.
     """
-    resources, errors = scan_account(account, now, regions=regions, session=session)
+    session = session or make_session(account)
+    resources, errors = scan_account(
+        account, now, regions=regions, session=session, max_workers=max_workers
+    )
     detections = detect(resources, now, thresholds)
+    flagged = [d.resource for d in detections]
+    if real_costs:
+        attach_real_costs(flagged, fetch_real_costs(session, now))
+    else:
+        for resource in flagged:
+            resource.cost_real_reason = REASON_NOT_ENABLED
     return summarize_inventory(
         PROVIDER, account.account_id, now.date(), now, resources, detections, errors
     )
@@ -525,5 +685,162 @@ def _address_resource(
         attrs={
             "association_id": association_id,
             "network_interface": raw.get("NetworkInterfaceId"),
+        },
+    )
+
+
+def _snapshot_resource(
+    raw: dict[str, Any],
+    account_id: str,
+    region: str,
+    volume_states: dict[str, str] | None,
+    ami_snapshots: set[str] | None,
+) -> Resource:
+    """An own snapshot: does its volume exist, does it back an AMI (``None``: unknown)."""
+    volume_id = raw.get("VolumeId") or ""
+    # AWS gives copied snapshots the placeholder vol-ffffffff: their source never existed here.
+    volume_exists = None if volume_states is None else volume_id in volume_states
+    tags = _tags(raw)
+    size = raw.get("VolumeSize") or 0
+    return Resource(
+        provider=PROVIDER,
+        account_id=account_id,
+        region=region,
+        resource_type="ebs_snapshot",
+        resource_id=aws_resource_arn("ebs_snapshot", region, account_id, raw["SnapshotId"]),
+        state=raw.get("State", ""),
+        name=tags.get("Name"),
+        created_at=_utc(raw.get("StartTime")),
+        config={"size_gb": raw.get("VolumeSize"), "encrypted": bool(raw.get("Encrypted"))},
+        tags=tags,
+        parent_id=(
+            aws_resource_arn("ebs_volume", region, account_id, volume_id) if volume_id else None
+        ),
+        parent_type="ebs_volume" if volume_id else None,
+        parent_state=(None if volume_states is None else volume_states.get(volume_id, "deleted")),
+        cost_monthly=pricing.snapshot_monthly(size, region),
+        cost_source=pricing.PRICE_TABLE,
+        attrs={
+            "source_volume_exists": volume_exists,
+            "backs_ami": None if ami_snapshots is None else raw["SnapshotId"] in ami_snapshots,
+        },
+    )
+
+
+def _vpc_parent(region: str, account_id: str, vpc_id: str | None) -> dict[str, Any]:
+    return {
+        "parent_id": aws_resource_arn("vpc", region, account_id, vpc_id) if vpc_id else None,
+        "parent_type": "vpc" if vpc_id else None,
+        "parent_state": None,
+    }
+
+
+def _nat_resource(raw: dict[str, Any], account_id: str, region: str) -> Resource:
+    tags = _tags(raw)
+    return Resource(
+        provider=PROVIDER,
+        account_id=account_id,
+        region=region,
+        resource_type="nat_gateway",
+        resource_id=aws_resource_arn("nat_gateway", region, account_id, raw["NatGatewayId"]),
+        state=raw.get("State", ""),
+        name=tags.get("Name"),
+        created_at=_utc(raw.get("CreateTime")),
+        config={"connectivity_type": raw.get("ConnectivityType") or "public"},
+        tags=tags,
+        **_vpc_parent(region, account_id, raw.get("VpcId")),
+        cost_monthly=pricing.nat_gateway_monthly(region),
+        cost_source=pricing.PRICE_TABLE,
+    )
+
+
+def _database_resource(raw: dict[str, Any], account_id: str, region: str) -> Resource:
+    db_class = raw.get("DBInstanceClass", "")
+    storage_type = raw.get("StorageType") or "gp2"
+    storage_gb = raw.get("AllocatedStorage") or 0
+    multi_az = bool(raw.get("MultiAZ"))
+    cost, source = pricing.rds_instance_monthly(
+        db_class, storage_type, storage_gb, raw.get("Iops"), multi_az, region
+    )
+    tags = _tags({"Tags": raw.get("TagList")})
+    return Resource(
+        provider=PROVIDER,
+        account_id=account_id,
+        region=region,
+        resource_type="rds_instance",
+        resource_id=raw.get("DBInstanceArn")
+        or aws_resource_arn("rds_instance", region, account_id, raw["DBInstanceIdentifier"]),
+        state=raw.get("DBInstanceStatus", ""),
+        name=tags.get("Name"),
+        created_at=_utc(raw.get("InstanceCreateTime")),
+        config={
+            "db_instance_class": db_class,
+            "engine": raw.get("Engine"),
+            "allocated_storage_gb": storage_gb,
+            "multi_az": multi_az,
+            "storage_type": storage_type,
+        },
+        tags=tags,
+        **_vpc_parent(region, account_id, (raw.get("DBSubnetGroup") or {}).get("VpcId")),
+        cost_monthly=cost,
+        cost_source=source,
+    )
+
+
+def _load_balancer_resource(
+    raw: dict[str, Any],
+    account_id: str,
+    region: str,
+    registered: int | None,
+    healthy: int | None,
+) -> Resource:
+    """An ALB or NLB; its CloudWatch dimension is the ARN after ``loadbalancer/``."""
+    arn = raw["LoadBalancerArn"]
+    lb_type = raw.get("Type") or "application"
+    profile = f"load_balancer:{lb_type}"
+    return Resource(
+        provider=PROVIDER,
+        account_id=account_id,
+        region=region,
+        resource_type="load_balancer",
+        resource_id=arn,
+        state=(raw.get("State") or {}).get("Code", ""),
+        name=raw.get("LoadBalancerName"),
+        created_at=_utc(raw.get("CreatedTime")),
+        config={"lb_type": lb_type, "scheme": raw.get("Scheme")},
+        **_vpc_parent(region, account_id, raw.get("VpcId")),
+        cost_monthly=pricing.load_balancer_monthly(lb_type, region),
+        cost_source=pricing.PRICE_TABLE,
+        attrs={
+            "registered_targets": registered,
+            "healthy_targets": healthy,
+            "metric_profile": profile if profile in METRICS else "load_balancer:application",
+            "metric_dimension": arn.split(":loadbalancer/", 1)[-1],
+        },
+    )
+
+
+def _classic_resource(
+    raw: dict[str, Any], account_id: str, region: str, registered: int, healthy: int | None
+) -> Resource:
+    name = raw["LoadBalancerName"]
+    return Resource(
+        provider=PROVIDER,
+        account_id=account_id,
+        region=region,
+        resource_type="load_balancer",
+        resource_id=aws_arn("elasticloadbalancing", region, account_id, f"loadbalancer/{name}"),
+        state="active",
+        name=name,
+        created_at=_utc(raw.get("CreatedTime")),
+        config={"lb_type": "classic", "scheme": raw.get("Scheme")},
+        **_vpc_parent(region, account_id, raw.get("VPCId")),
+        cost_monthly=pricing.load_balancer_monthly("classic", region),
+        cost_source=pricing.PRICE_TABLE,
+        attrs={
+            "registered_targets": registered,
+            "healthy_targets": healthy,
+            "metric_profile": "load_balancer:classic",
+            "metric_dimension": name,
         },
     )

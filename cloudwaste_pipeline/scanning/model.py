@@ -37,6 +37,8 @@ class Resource:
     cost_source: str = ""
     metrics: dict[str, MetricSeries] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)  # rule inputs (attachments, ...)
+    cost_real_monthly: float | None = None
+    cost_real_reason: str | None = None
 
 
 @dataclass

@@ -556,7 +556,7 @@ RULES: tuple[Rule, ...] = (
         description=(
             "Running, and on each of the last {t.idle_instance_days} complete UTC days a daily "
             "average CPUUtilization below {t.idle_instance_max_cpu_percent:g}% and a daily "
-            "NetworkIn+NetworkOut below {t.idle_instance_max_network_bytes:g} bytes (one of the "
+            "NetworkIn+NetworkOut below {t.idle_instance_max_network_bytes:,.0f} bytes (one of the "
             "two missing counts as 0; a day without CPU or without any network point: not "
             "flagged)."
         ),
