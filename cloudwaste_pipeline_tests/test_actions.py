@@ -215,3 +215,20 @@ def test_monitoring_checks_report_the_targets(demo):
     quarantined = evaluations["no_quarantined_actions"]
     assert quarantined.metadata["quarantined"].value == len([r for r in quarantine_reasons()])
     assert quarantined.passed == (quarantined.metadata["quarantined"].value == 0)
+
+
+def test_collection_target_checks_compare_the_stats_with_their_targets(demo):
+    from cloudwaste_pipeline.defs.checks import RECORDS_PER_SCAN_TARGET, USER_ACTION_RATE_TARGET_PCT
+
+    stats = api.stats()
+    day = TEST_SPEC.demo_date - timedelta(days=1)
+    result = defs.resolve_job_def("scan_job").execute_in_process(
+        instance=dg.DagsterInstance.get(),
+        partition_key=dg.MultiPartitionKey({"date": str(day), "account": ACCOUNT.alias}),
+    )
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    rate = evaluations["user_action_rate"]
+    assert rate.metadata["user_action_rate_pct"].value == stats["user_action_rate_pct"]
+    assert rate.passed == (stats["user_action_rate_pct"] >= USER_ACTION_RATE_TARGET_PCT)
+    per_scan = evaluations["records_per_scan"]
+    assert per_scan.passed == (stats["records_per_scan"] >= RECORDS_PER_SCAN_TARGET)

@@ -16,30 +16,33 @@ USER_ACTION_RATE_TARGET_PCT = 30.0
 RECORDS_PER_SCAN_TARGET = 10.0
 
 
-@dg.asset_check(
-    asset="ml_training_data",
-    description=f"At least {USER_ACTION_RATE_TARGET_PCT:g}% of detections carry a user action.",
-)
-def user_action_rate(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    rate = collection_stats(warehouse)["user_action_rate_pct"]
-    return dg.AssetCheckResult(
-        passed=rate >= USER_ACTION_RATE_TARGET_PCT,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"user_action_rate_pct": rate, "target_pct": USER_ACTION_RATE_TARGET_PCT},
-    )
+def target_check(name: str, stat: str, target: float, description: str) -> dg.AssetChecksDefinition:
+    """A warning check that one collection figure reaches its target."""
+
+    @dg.asset_check(asset="ml_training_data", name=name, description=description)
+    def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+        value = collection_stats(warehouse)[stat]
+        return dg.AssetCheckResult(
+            passed=value >= target,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={stat: value, "target": target},
+        )
+
+    return _check
 
 
-@dg.asset_check(
-    asset="ml_training_data",
-    description=f"Scans yield at least {RECORDS_PER_SCAN_TARGET:g} training rows on average.",
+user_action_rate = target_check(
+    "user_action_rate",
+    "user_action_rate_pct",
+    USER_ACTION_RATE_TARGET_PCT,
+    f"At least {USER_ACTION_RATE_TARGET_PCT:g}% of detections carry a user action.",
 )
-def records_per_scan(warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    per_scan = collection_stats(warehouse)["records_per_scan"]
-    return dg.AssetCheckResult(
-        passed=per_scan >= RECORDS_PER_SCAN_TARGET,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"records_per_scan": per_scan, "target": RECORDS_PER_SCAN_TARGET},
-    )
+records_per_scan = target_check(
+    "records_per_scan",
+    "records_per_scan",
+    RECORDS_PER_SCAN_TARGET,
+    f"Scans yield at least {RECORDS_PER_SCAN_TARGET:g} training rows on average.",
+)
 
 
 @dg.asset_check(
