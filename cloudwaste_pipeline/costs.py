@@ -6,11 +6,18 @@ ten scans and a month with thirty compare fairly. Pure functions over already-an
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 import pandas as pd
 
 TOP_CATEGORIES = 5
+
+
+def month_bounds(month_start: date) -> tuple[date, date]:
+    """[first day, first day of the next month)."""
+    following = date(month_start.year + month_start.month // 12, month_start.month % 12 + 1, 1)
+    return month_start, following
 
 
 def monthly_trend(

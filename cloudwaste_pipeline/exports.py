@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -87,7 +88,7 @@ def flat(value: Any) -> Any:
 def json_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
-    if hasattr(value, "hex") and value.__class__.__name__ == "UUID":
+    if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, float) and value != value:
         return None

@@ -95,6 +95,11 @@ def today() -> date:
     return now().date()
 
 
+def ml_retention_years() -> int:
+    """How long anonymized ML rows are kept (``CLOUDWASTE_ML_RETENTION_YEARS``)."""
+    return int(os.environ.get("CLOUDWASTE_ML_RETENTION_YEARS", DEFAULT_ML_RETENTION_YEARS))
+
+
 def raw_retention_days() -> int:
     """How long raw scans (raw ids) are kept; past it a day can no longer be re-derived."""
     return int(os.environ.get("CLOUDWASTE_RAW_RETENTION_DAYS", DEFAULT_RAW_RETENTION_DAYS))

@@ -1,7 +1,5 @@
 """Jobs: what schedules and sensors launch (and what a user picks in the Launchpad)."""
 
-import os
-
 import dagster as dg
 
 from cloudwaste_pipeline import settings
@@ -50,9 +48,7 @@ def cleanup_expired_data(
     context: dg.OpExecutionContext, config: CleanupConfig, warehouse: WarehouseResource
 ) -> dict[str, int]:
     raw_days = config.raw_retention_days or settings.raw_retention_days()
-    ml_years = config.ml_retention_years or int(
-        os.environ.get("CLOUDWASTE_ML_RETENTION_YEARS", settings.DEFAULT_ML_RETENTION_YEARS)
-    )
+    ml_years = config.ml_retention_years or settings.ml_retention_years()
     removed = cleanup(warehouse.engine(), settings.today(), raw_days, ml_years)
     context.add_output_metadata({f"removed_{k}": v for k, v in removed.items()})
     context.log.info(f"retention: raw {raw_days} days, ML {ml_years} years; removed {removed}")

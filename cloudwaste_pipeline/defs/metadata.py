@@ -23,9 +23,3 @@ def counts_table(counts: dict[str, Any], key: str, value: str) -> dg.MetadataVal
     lines = [f"| {key} | {value} |", "| --- | ---: |"]
     lines += [f"| {k} | {v} |" for k, v in sorted(counts.items())]
     return dg.MetadataValue.md("\n".join(lines))
-
-
-def column_schema(frame: pd.DataFrame) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in frame.dtypes.items()]
-    )

@@ -13,10 +13,15 @@ from cloudwaste_pipeline.inbox import ingest_folder
 from cloudwaste_pipeline.warehouse import schema
 
 
+def unregistered(instance: dg.DagsterInstance, aliases: list[str]) -> list[str]:
+    """The aliases that are not cloud_accounts partitions yet."""
+    known = set(instance.get_dynamic_partitions(cloud_accounts.name))
+    return [a for a in aliases if a not in known]
+
+
 def register_accounts(instance: dg.DagsterInstance, aliases: list[str]) -> list[str]:
     """Add the aliases that are not partitions yet; returns those added."""
-    known = set(instance.get_dynamic_partitions(cloud_accounts.name))
-    new = [a for a in aliases if a not in known]
+    new = unregistered(instance, aliases)
     if new:
         instance.add_dynamic_partitions(cloud_accounts.name, new)
     return new
@@ -29,8 +34,7 @@ def register_accounts(instance: dg.DagsterInstance, aliases: list[str]) -> list[
 )
 def accounts_sensor(context: dg.SensorEvaluationContext, cloud: CloudResource):
     aliases = [a.name for a in cloud.accounts()]
-    known = set(context.instance.get_dynamic_partitions(cloud_accounts.name))
-    new = [a for a in aliases if a not in known]
+    new = unregistered(context.instance, aliases)
     if not new:
         return dg.SkipReason(f"all {len(aliases)} account(s) already registered")
     return dg.SensorResult(

@@ -10,9 +10,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cloudwaste_pipeline.costs import month_bounds
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse import schema
-from cloudwaste_pipeline.warehouse.load import bulk_insert, read_frame, replace_rows
+from cloudwaste_pipeline.warehouse.load import read_frame, replace_rows
 
 
 def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
@@ -154,8 +155,8 @@ def refresh_waste_eliminated(
     trends, actions = schema.cost_trend_data, schema.user_action_patterns
     updated = 0
     for account_hash, month in sorted(months):
-        start = datetime.strptime(month, "%Y-%m")
-        end = datetime(start.year + start.month // 12, start.month % 12 + 1, 1)
+        first, following = month_bounds(date.fromisoformat(f"{month}-01"))
+        start, end = (datetime.combine(d, datetime.min.time()) for d in (first, following))
         saved = (
             sa.select(sa.func.coalesce(sa.func.sum(actions.c.cost_saved_monthly), 0.0))
             .where(
@@ -186,10 +187,6 @@ def table_counts(conn: Connection) -> dict[str, int]:
         table.name: int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() or 0)
         for table in schema.ML_TABLES
     }
-
-
-def insert_frame(conn: Connection, table: sa.Table, data: pd.DataFrame) -> int:
-    return bulk_insert(conn, table, data) if not data.empty else 0
 
 
 def as_datetime(value: Any) -> datetime:

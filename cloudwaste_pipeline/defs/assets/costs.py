@@ -7,18 +7,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.costs import monthly_trend
+from cloudwaste_pipeline.costs import month_bounds, monthly_trend
 from cloudwaste_pipeline.defs.partitions import cost_partitions, scan_to_month
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import replace_rows
-
-
-def month_bounds(month_start: date) -> tuple[date, date]:
-    """[first day, first day of next month)."""
-    following = date(month_start.year + month_start.month // 12, month_start.month % 12 + 1, 1)
-    return month_start, following
 
 
 def spend_by_day(
