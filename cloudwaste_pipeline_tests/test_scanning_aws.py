@@ -1,7 +1,8 @@
 """The AWS scanner against a moto server, and the AWS rule table and price table on their own.
 
-The moto estate is planted per test in two regions: each piece of waste has a healthy twin, so
-"every planted waste found" and "nothing healthy flagged" are one equality on detections. Times
+The moto estate is planted per test in two regions (four for the acceptance test of every
+scenario): each piece of waste has a healthy twin, so "every planted waste found" and "nothing
+healthy flagged" are one equality on detections. Times
 moto cannot set through the API (stop time, volume creation) are backdated in moto's in-process
 backend, which the threaded server shares.
 """
@@ -705,6 +706,61 @@ def test_new_scenarios_are_found_and_their_twins_are_not(waste: Waste, now: date
     assert (nlb.attrs["registered_targets"], nlb.attrs["healthy_targets"]) == (1, 1)
     assert by_id[a["clb-serving"]].attrs["healthy_targets"] == 1
     assert len(by_id[a["idle"]].metrics["NetworkOut"]) == 3  # NetworkIn alone carries the days
+
+
+FOUR_REGIONS = ("us-east-1", "eu-west-1", "ap-southeast-2", "sa-east-1")
+
+
+def test_every_scenario_in_four_regions_and_no_healthy_twin(moto: str, now: datetime) -> None:
+    """The acceptance estate: all twelve scenarios, each with healthy twins, in four regions,
+    scanned in one go (regions and their reads concurrent); exactly the waste is flagged."""
+    estate = Estate()
+    expected: dict[str, str] = {}
+    for region in FOUR_REGIONS:
+        plant(region, now, estate)
+        more = plant_more(region, now).arns
+        expected |= {
+            estate.arn(region, "old-unattached"): "unattached_volume",
+            estate.arn(region, "new-unattached"): "unattached_volume",
+            estate.arn(region, "stopped-long"): "stopped_instance",
+            estate.arn(region, "stopped-long-root"): "attached_to_stopped_instance",
+            estate.arn(region, "eip-free"): "unassociated_ip",
+            more["idle"]: "idle_instance",
+            more["vol-idle"]: "idle_volume",
+            more["snap-old"]: "old_snapshot",
+            more["snap-orphan"]: "orphaned_snapshot",
+            more["db-idle"]: "idle_database",
+            more["nat-idle"]: "no_traffic",
+            more["alb-empty"]: "no_targets",
+            more["clb-empty"]: "no_targets",
+            more["alb-quiet"]: "no_requests",
+            more["kept-volume"]: "unattached_volume",
+        }
+    session, counter = counted_session()
+    scan = run_scan(ACCOUNT, now, regions=FOUR_REGIONS, session=session)
+
+    assert scan.status == "complete" and scan.errors == []
+    found = {d["resource_id"]: d["detection_scenario"] for d in scan.detections}
+    assert found == expected
+    assert set(found.values()) == {rule.scenario for rule in RULES}  # every rule of the table
+    assert counter.total(service="cloudwatch") == len(FOUR_REGIONS)  # one call per region
+    one_by_one = run_scan(ACCOUNT, now, regions=FOUR_REGIONS, max_workers=1, calls_at_once=1)
+    assert one_by_one.payload() == scan.payload()  # concurrency changes nothing but time
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2026-03-04T05:06:07.000Z", datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)),
+        ("2026-03-04T07:06:07+02:00", datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)),
+        ("2026-03-04T05:06:07", datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)),  # AWS means UTC
+        (1772600767, datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)),  # epoch (JSON protocols)
+        ("Wed, 04 Mar 2026 05:06:07 GMT", datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)),
+    ],
+)
+def test_parse_timestamp_fast_path_and_fallback(value: Any, expected: datetime) -> None:
+    parsed = aws.parse_timestamp(value)
+    assert parsed == expected and parsed.utcoffset() == timedelta(0)
 
 
 def test_real_costs_are_off_by_default_and_say_so(waste: Waste, now: datetime) -> None:

@@ -7,7 +7,7 @@ the raw store. These records hold raw ids: they never leave the raw store un-has
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import date, datetime
 from typing import Any
 
@@ -53,7 +53,8 @@ class Detection:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            **_jsonable(asdict(self.resource)),
+            # _jsonable copies every container, so the deep copy of asdict() would be spent twice.
+            **_jsonable({f.name: getattr(self.resource, f.name) for f in fields(Resource)}),
             "detection_scenario": self.detection_scenario,
             "confidence_level": self.confidence_level,
             "reason": self.reason,
