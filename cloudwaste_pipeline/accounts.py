@@ -11,6 +11,7 @@ UI. Example (``$CLOUDWASTE_HOME/accounts.yaml`` or ``CLOUDWASTE_ACCOUNTS_FILE``)
         regions: [us-east-1, eu-west-1]
         role_arn: arn:aws:iam::123456789012:role/CloudWasteReadOnly   # optional
         external_id: cw-7f3a                                          # optional
+        real_costs: true    # optional: Cost Explorer resource-level costs (opted-in accounts)
       - name: azure-analytics
         provider: azure
         owner_user_id: user-42
@@ -49,6 +50,9 @@ class Account:
     tenant_id: str | None = None
     subscription_id: str | None = None
     workspace_id: str | None = None
+    # None: follow the deployment's default (``CloudResource.real_costs``); True/False: this
+    # account has (not) opted in to Cost Explorer's resource-level data, a per-account choice.
+    real_costs: bool | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -86,7 +90,10 @@ def parse_account(entry: Any, where: str) -> Account:
         regions = entry.get("regions") or []
         if not isinstance(regions, list) or not all(isinstance(r, str) for r in regions):
             raise AccountsFileError(f"{where}: regions must be a list of region names")
-        known |= {"account_id", "regions", "role_arn", "external_id"}
+        real_costs = entry.get("real_costs")
+        if real_costs is not None and not isinstance(real_costs, bool):
+            raise AccountsFileError(f"{where}: real_costs must be true or false")
+        known |= {"account_id", "regions", "role_arn", "external_id", "real_costs"}
         account = Account(
             name=name,
             provider=provider,
@@ -95,6 +102,7 @@ def parse_account(entry: Any, where: str) -> Account:
             regions=tuple(regions),
             role_arn=entry.get("role_arn"),
             external_id=entry.get("external_id"),
+            real_costs=real_costs,
         )
     elif provider == "azure":
         tenant = _require(entry, "tenant_id", where)

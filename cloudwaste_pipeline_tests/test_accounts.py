@@ -24,6 +24,14 @@ def test_parses_both_providers_and_the_hashed_id_is_the_cloud_id():
     aws, azure = parse_accounts({"accounts": [AWS, AZURE]})
     assert aws.cloud_id == "123456789012" and aws.regions == ("us-east-1",)
     assert azure.cloud_id == AZURE["subscription_id"]
+    assert aws.real_costs is None  # follows the deployment's default
+
+
+def test_real_costs_is_a_per_account_choice():
+    opted_in, opted_out = parse_accounts(
+        {"accounts": [{**AWS, "real_costs": True}, {**AWS, "name": "b", "real_costs": False}]}
+    )
+    assert (opted_in.real_costs, opted_out.real_costs) == (True, False)
 
 
 @pytest.mark.parametrize(
@@ -36,6 +44,7 @@ def test_parses_both_providers_and_the_hashed_id_is_the_cloud_id():
         ({"regions": "us-east-1"}, "list of region names"),
         ({"colour": "blue"}, "unknown field"),
         ({"owner_user_id": ""}, "owner_user_id"),
+        ({"real_costs": "yes"}, "real_costs must be true or false"),
     ],
 )
 def test_bad_entries_name_the_entry_and_field(change, message):

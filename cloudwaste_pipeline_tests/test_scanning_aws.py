@@ -782,6 +782,26 @@ def test_real_costs_when_cost_explorer_is_not_supported_are_recorded(
     assert all(d["cost_real_monthly"] is None for d in scan.detections)
 
 
+@pytest.mark.parametrize(
+    ("deployment_default", "account_choice", "asked"),
+    [(False, True, True), (True, False, False), (True, None, True), (False, None, False)],
+)
+def test_the_accounts_file_opts_an_account_in_or_out_of_real_costs(
+    moto: str, now: datetime, deployment_default: bool, account_choice: bool | None, asked: bool
+) -> None:
+    from dataclasses import replace
+
+    from cloudwaste_pipeline.defs.resources import CloudResource
+
+    plant("us-east-1", now, Estate())
+    account = replace(ACCOUNT, regions=("us-east-1",), real_costs=account_choice)
+    scan = CloudResource(real_costs=deployment_default).scan(account)
+    reasons = {d["cost_real_reason"] for d in scan.detections}
+    assert scan.detections and len(reasons) == 1
+    # Asked: moto has no resource-level Cost Explorer, so the reason is its error.
+    assert reasons.pop().startswith("error: ") if asked else reasons == {"not enabled"}
+
+
 # --------------------------------------------------------------------------------------------
 # Rules, on hand-built resources
 # --------------------------------------------------------------------------------------------

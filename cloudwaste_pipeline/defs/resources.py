@@ -55,7 +55,8 @@ class CloudResource(dg.ConfigurableResource):
 
     accounts_file: str | None = None
     # Cost Explorer's resource-level costs: only for organizations that opted in (it is billed
-    # per request and needs the hourly resource-level data enabled).
+    # per request and needs the hourly resource-level data enabled). The default for accounts
+    # whose entry in the accounts file does not say ``real_costs: true|false`` itself.
     real_costs: bool = False
 
     def accounts_path(self) -> Path:
@@ -72,7 +73,8 @@ class CloudResource(dg.ConfigurableResource):
         if account.provider == "aws":
             from cloudwaste_pipeline.scanning.aws import run_scan
 
-            return run_scan(account, settings.now(), real_costs=self.real_costs)
+            real_costs = self.real_costs if account.real_costs is None else account.real_costs
+            return run_scan(account, settings.now(), real_costs=real_costs)
         raise NotImplementedError(
             f"account {account.name!r}: the {account.provider} scanner is not available yet"
         )
