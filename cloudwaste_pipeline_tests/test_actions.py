@@ -4,6 +4,7 @@ relaunches a failed range under a new run_key."""
 
 import json
 from datetime import timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -232,3 +233,123 @@ def test_collection_target_checks_compare_the_stats_with_their_targets(demo):
     assert rate.passed == (stats["user_action_rate_pct"] >= USER_ACTION_RATE_TARGET_PCT)
     per_scan = evaluations["records_per_scan"]
     assert per_scan.passed == (stats["records_per_scan"] >= RECORDS_PER_SCAN_TARGET)
+
+
+def _tick(cursor: str | None) -> Any:
+    """One sensor evaluation from nothing but the durable cursor, as after a daemon restart."""
+    return defs.resolve_sensor_def("user_action_sensor").evaluate_tick(
+        dg.build_sensor_context(
+            instance=dg.DagsterInstance.get(), cursor=cursor, resources=defs.resources
+        )
+    )
+
+
+def _launch(tick: Any) -> list[str]:
+    """Run what the tick asked for, tagged with its run_key as the daemon tags a launched run."""
+    for request in tick.run_requests:
+        result = defs.resolve_job_def("user_actions_job").execute_in_process(
+            instance=dg.DagsterInstance.get(),
+            run_config=request.run_config,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
+        assert result.success
+    return [r.run_key for r in tick.run_requests]
+
+
+def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_nothing(demo):
+    key = load_key()
+    with api.engine().connect() as conn:
+        payload = conn.execute(
+            sa.select(schema.raw_scans.c.payload).where(
+                schema.raw_scans.c.account_id == ACCOUNT.account_id,
+                schema.raw_scans.c.scan_date == TEST_SPEC.demo_date,
+            )
+        ).scalar()
+        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
+    resources = [d["resource_id"] for d in payload["detections"]][:4]
+    now = settings.now().replace(tzinfo=None)
+    base = {"user_id": ACCOUNT.owner_user_id, "account_id": ACCOUNT.account_id, "provider": "aws"}
+
+    def record(event_id: str, resource: str, action: str, hours_ago: float) -> None:
+        api.record_user_action(
+            **base, resource_id=resource, action=action, event_id=event_id,
+            action_at=now - timedelta(hours=hours_ago),
+        )  # fmt: skip
+
+    # Batch 1: three decisions, a duplicate delivery, and one malformed event.
+    record("batch-a", resources[0], "kept", 10)
+    record("batch-b", resources[1], "ignored", 10)
+    record("batch-c", resources[2], "deleted", 10)
+    record("batch-a", resources[0], "kept", 10)  # the same event delivered twice
+    with api.engine().begin() as conn:  # a writer that bypassed record_user_action's checks
+        insert_new(
+            conn, schema.resource_action_events,
+            pd.DataFrame([{**base, "event_id": "batch-bad", "resource_id": resources[3],
+                           "action": "snoozed", "action_at": now}]),
+            ["event_id"],
+        )  # fmt: skip
+    first = _tick(json.dumps({"last_seq": newest}))
+    first_keys = _launch(first)
+    assert len(first_keys) == 1
+
+    # Batch 2, arriving after the first runs: a change of mind, and an event that arrives late
+    # but happened before the decision already stored (out of order: it must not win).
+    record("batch-d", resources[0], "deleted", 2)
+    record("batch-e", resources[1], "kept", 20)
+    second = _tick(first.cursor)
+    second_keys = _launch(second)
+    assert len(second_keys) == 1 and second_keys != first_keys
+
+    valid = ["batch-a", "batch-b", "batch-c", "batch-d", "batch-e"]
+    patterns = schema.user_action_patterns
+    with api.engine().connect() as conn:
+        stored = [
+            r.event_hash
+            for r in conn.execute(
+                sa.select(patterns.c.event_hash).where(
+                    patterns.c.event_hash.in_([hash_event(e, key) for e in valid])
+                )
+            )
+        ]
+        labels = {
+            r.resource_hash: r.user_action
+            for r in conn.execute(
+                sa.select(schema.ml_training_data.c.resource_hash,
+                          schema.ml_training_data.c.user_action)
+                .where(schema.ml_training_data.c.scan_date == TEST_SPEC.demo_date)
+            )
+        }  # fmt: skip
+    assert sorted(stored) == sorted(hash_event(e, key) for e in valid)  # each exactly once
+    label_of = {r: labels[hash_id("resource", "aws", r, key)] for r in resources[:3]}
+    assert label_of == {resources[0]: "deleted", resources[1]: "ignored", resources[2]: "deleted"}
+    assert "unknown action 'snoozed'" in quarantine_reasons()["batch-bad"]
+
+    # Replaying the last tick (the source unchanged since) asks for the same run_key, which the
+    # daemon never launches twice...
+    launched = {
+        run.tags.get("dagster/run_key")
+        for run in dg.DagsterInstance.get().get_runs(
+            filters=dg.RunsFilter(job_name="user_actions_job")
+        )
+    }
+    assert set(first_keys + second_keys) <= launched
+    replayed_second = _tick(first.cursor)
+    assert [r.run_key for r in replayed_second.run_requests] == second_keys
+    # ...while replaying the first tick after batch 2 arrived asks for one range over both
+    # batches: a new key, but running it (and the replayed second one) stores nothing twice.
+    replayed_first = _tick(json.dumps({"last_seq": newest}))
+    assert len(replayed_first.run_requests) == 1
+    assert replayed_first.run_requests[0].run_key not in launched
+    for tick in (replayed_first, replayed_second):
+        _launch(tick)
+    with api.engine().connect() as conn:
+        again = conn.execute(
+            sa.select(sa.func.count()).where(
+                patterns.c.event_hash.in_([hash_event(e, key) for e in valid])
+            )
+        ).scalar()
+    assert again == len(valid)
+    # And once everything is in, a tick says why it skipped.
+    idle = _tick(second.cursor)
+    idle = _tick(idle.cursor)
+    assert not idle.run_requests and "no new user action" in idle.skip_message

@@ -398,3 +398,22 @@ def test_insert_new_on_a_composite_key_lets_null_keys_through(engine: Engine) ->
 def test_insert_new_refuses_keys_that_are_not_columns(engine: Engine) -> None:
     with pytest.raises(ValueError, match="key columns"), engine.begin() as conn:
         insert_new(conn, schema.quarantine, pd.DataFrame([]), ["nope"])
+
+
+def test_a_batch_naming_more_resources_than_sqlite_binds_is_read_in_chunks(sqlite_engine):
+    """Some SQLite builds allow 32,766 bound parameters per statement; a 100k-event batch names
+    more resources than that. With the limit lowered to 12,000, 20,000 hashes still work."""
+    from cloudwaste_pipeline.defs.assets.actions import detection_context
+    from cloudwaste_pipeline.warehouse.queries import apply_labels, in_chunks
+
+    hashes = [f"{n:064x}" for n in range(20_000)]
+    with sqlite_engine.connect() as conn:
+        conn.connection.dbapi_connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 12_000)
+        with pytest.raises(sa.exc.OperationalError, match="too many SQL variables"):
+            conn.execute(sa.select(schema.ml_training_data).where(
+                schema.ml_training_data.c.resource_hash.in_(hashes)))  # fmt: skip
+        conn.rollback()
+        assert detection_context(conn, hashes).empty  # no detections stored: none found
+        ml = schema.ml_training_data
+        assert sum(apply_labels(conn, ml.c.resource_hash.in_(c)) for c in in_chunks(hashes)) == 0
+    assert [len(c) for c in in_chunks(hashes + hashes[:10])] == [5_000] * 4

@@ -1,16 +1,21 @@
-"""Resources: the warehouse, the anonymization key, the clouds, and where files go.
+"""Resources: the warehouse, the anonymization key, the clouds, where files come from and go.
 
 Clients are built lazily inside resource methods, never at import, so definitions load (and the UI
 shows the graph) on a machine that has none of the credentials yet.
 """
 
+import os
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
+from dagster_aws.s3.resources import ResourceWithS3Configuration
+from dagster_aws.s3.utils import construct_s3_client
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
+from cloudwaste_pipeline.inbox import parse_s3_uri
 from cloudwaste_pipeline.privacy.anonymize import load_key
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
@@ -93,6 +98,44 @@ class FilesResource(dg.ConfigurableResource):
         return Path(self.models_dir) if self.models_dir else settings.paths().models
 
 
+class ActionsInboxResource(ResourceWithS3Configuration):
+    """The S3 prefix apps drop JSON-lines user actions under, besides the local drop folder.
+
+    ``s3_uri`` (``s3://bucket/prefix/``) defaults to ``CLOUDWASTE_ACTIONS_S3_URI``, read when
+    the sensor ticks rather than through ``EnvVar`` at load, because unset is a valid setting:
+    no S3 inbox, and no AWS client at all. The other fields are ``S3Resource``'s (region,
+    endpoint, profile, keys...), all optional: by default boto3 finds credentials and endpoint
+    itself (role, profile, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``).
+
+    Not a separate ``S3Resource`` handed to the sensor: Dagster builds that one's client
+    whenever the sensor's resources are set up, i.e. on every tick, S3 inbox or not, so a
+    broken AWS profile would fail ticks that never touch S3. Nor a nested one: a nested resource
+    makes the sensor's resources need a ``with build_sensor_context(...)`` block.
+    """
+
+    s3_uri: str | None = None
+
+    def s3_location(self) -> tuple[str, str] | None:
+        """(bucket, prefix), or None when no S3 inbox is configured; a malformed URI raises."""
+        uri = self.s3_uri or os.environ.get("CLOUDWASTE_ACTIONS_S3_URI")
+        return parse_s3_uri(uri) if uri else None
+
+    def s3_client(self) -> Any:
+        """A boto3 S3 client, built exactly as ``S3Resource.get_client`` builds it."""
+        return construct_s3_client(
+            max_attempts=self.max_attempts,
+            region_name=self.region_name,
+            endpoint_url=self.endpoint_url,
+            use_unsigned_session=self.use_unsigned_session,
+            profile_name=self.profile_name,
+            use_ssl=self.use_ssl,
+            verify=self.verify,
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            aws_session_token=self.aws_session_token,
+        )
+
+
 def build_resources() -> dict[str, dg.ConfigurableResource]:
     """Production wiring: everything from the environment, read when a run starts."""
     return {
@@ -100,4 +143,5 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
         "anonymizer": AnonymizerResource(),
         "cloud": CloudResource(),
         "files": FilesResource(),
+        "actions_inbox": ActionsInboxResource(),
     }

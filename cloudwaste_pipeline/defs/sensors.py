@@ -4,12 +4,18 @@ import json
 
 import dagster as dg
 import sqlalchemy as sa
+from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.jobs import user_actions_job
 from cloudwaste_pipeline.defs.partitions import cloud_accounts
-from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
-from cloudwaste_pipeline.inbox import ingest_folder
+from cloudwaste_pipeline.defs.resources import (
+    ActionsInboxResource,
+    CloudResource,
+    WarehouseResource,
+)
+from cloudwaste_pipeline.inbox import ingest_folder, ingest_s3_prefix
+from cloudwaste_pipeline.privacy.anonymize import scrub_text
 from cloudwaste_pipeline.warehouse import schema
 
 
@@ -62,13 +68,18 @@ def action_run(first: int, last: int, attempt: int) -> dg.RunRequest:
     minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Reads JSON-lines files dropped in the actions inbox into the outbox, launches a "
+        "Reads JSON-lines files dropped in the actions inbox (and under the S3 prefix, when "
+        "CLOUDWASTE_ACTIONS_S3_URI or actions_inbox.s3_uri is set) into the outbox, launches a "
         "user_actions_job run when new events reach the outbox, and relaunches a range whose "
         "run failed (up to 5 attempts). The cursor holds the last outbox sequence handed to a "
         "run and the ranges still in flight."
     ),
 )
-def user_action_sensor(context: dg.SensorEvaluationContext, warehouse: WarehouseResource):
+def user_action_sensor(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    actions_inbox: ActionsInboxResource,
+):
     state = json.loads(context.cursor) if context.cursor else {}
     last_seq, in_flight = state.get("last_seq", 0), dict(state.get("in_flight", {}))
     requests, notes = [], []
@@ -86,11 +97,24 @@ def user_action_sensor(context: dg.SensorEvaluationContext, warehouse: Warehouse
             in_flight[span] = attempt + 1
     dropped = ingest_folder(warehouse.engine(), settings.paths().actions_inbox, settings.now())
     if dropped.files:
-        notes.append(
-            f"read {len(dropped.files)} dropped file(s): {dropped.events} event(s), "
-            f"{dropped.quarantined} quarantined line(s)"
-        )
+        notes.append(dropped.describe("dropped file"))
         context.log.info(notes[-1])
+    location = actions_inbox.s3_location()  # None: no S3 inbox, no AWS call
+    if location:
+        try:
+            uploaded = ingest_s3_prefix(
+                warehouse.engine(), actions_inbox.s3_client(), *location, settings.now()
+            )
+        except (BotoCoreError, ClientError) as exc:
+            # Not worth failing the tick for: events from the API and the folder must keep
+            # launching runs while the bucket is unreachable.
+            notes.append(f"S3 actions inbox not listed ({type(exc).__name__}); retried next tick")
+            # SDK messages can name the caller's ARN (an account id): scrubbed like scan errors.
+            context.log.warning(f"{notes[-1]}: {scrub_text(str(exc))}")
+        else:
+            if uploaded.files or uploaded.failed or uploaded.more:
+                notes.append(uploaded.describe("S3 object"))
+                (context.log.warning if uploaded.failed else context.log.info)(notes[-1])
     events = schema.resource_action_events
     with warehouse.engine().connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(events.c.seq))).scalar() or 0

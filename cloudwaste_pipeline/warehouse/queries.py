@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from datetime import date, datetime
 from typing import Any
 
@@ -130,18 +131,47 @@ def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
     """Join the latest user action of each resource into ``ml_training_data.user_action``.
 
     ``user_action_patterns`` is the source of truth for labels, so rebuilding a scan day (or
-    re-running an action batch) re-joins them and never drops one.
+    re-running an action batch) re-joins them and never drops one. One set-based
+    ``UPDATE ... FROM`` over the latest action per resource (a window, not a correlated
+    subquery per row: right after a 100k-event batch the planner's statistics do not know the
+    new rows yet, and the per-row lookup degraded into 25k table scans on PostgreSQL). Rows of
+    resources nobody acted on are left as they are.
     """
     ml, actions = schema.ml_training_data, schema.user_action_patterns
-    latest = (
-        sa.select(actions.c.action_taken)
-        .where(actions.c.resource_hash == ml.c.resource_hash)
-        .order_by(actions.c.action_at.desc(), actions.c.created_at.desc())
-        .limit(1)
-        .scalar_subquery()
+    selected = sa.select(ml.c.resource_hash).where(where).correlate(None)
+    ranked = (
+        sa.select(
+            actions.c.resource_hash,
+            actions.c.action_taken,
+            sa.func.row_number()
+            .over(
+                partition_by=actions.c.resource_hash,
+                order_by=(actions.c.action_at.desc(), actions.c.created_at.desc()),
+            )
+            .label("rank"),
+        )
+        .where(actions.c.resource_hash.in_(selected))
+        .subquery("ranked")
     )
-    result = conn.execute(sa.update(ml).where(where).values(user_action=latest))
+    latest = (
+        sa.select(ranked.c.resource_hash, ranked.c.action_taken)
+        .where(ranked.c.rank == 1)
+        .subquery("latest")
+    )
+    result = conn.execute(
+        sa.update(ml)
+        .where(where, ml.c.resource_hash == latest.c.resource_hash)
+        .values(user_action=latest.c.action_taken)
+    )
     return result.rowcount or 0
+
+
+def in_chunks(values: Iterable[str], size: int = 5_000) -> Iterator[list[str]]:
+    """Sorted distinct values in lists short enough for an ``IN (...)`` of bound parameters
+    (SQLite refuses more than 32,766 in one statement; 100k events name more resources)."""
+    ordered = sorted(set(values))
+    for start in range(0, len(ordered), size):
+        yield ordered[start : start + size]
 
 
 def refresh_waste_eliminated(

@@ -72,18 +72,21 @@ def detection_context(conn: sa.Connection, resource_hashes: list[str]) -> pd.Dat
     if not resource_hashes:
         return pd.DataFrame()
     ml = schema.ml_training_data
-    rows = queries.frame(
-        conn,
-        sa.select(
-            ml.c.resource_hash,
-            ml.c.resource_type,
-            ml.c.region_anonymized,
-            ml.c.detection_scenario,
-            ml.c.confidence_level,
-            ml.c.cost_monthly,
-            ml.c.detected_at,
-        ).where(ml.c.resource_hash.in_(sorted(set(resource_hashes)))),
+    columns = (
+        ml.c.resource_hash,
+        ml.c.resource_type,
+        ml.c.region_anonymized,
+        ml.c.detection_scenario,
+        ml.c.confidence_level,
+        ml.c.cost_monthly,
+        ml.c.detected_at,
     )
+    found = []
+    for hashes in queries.in_chunks(resource_hashes):
+        chunk = queries.frame(conn, sa.select(*columns).where(ml.c.resource_hash.in_(hashes)))
+        if not chunk.empty:
+            found.append(chunk)
+    rows = pd.concat(found) if found else pd.DataFrame()
     if rows.empty:
         return pd.DataFrame(columns=["resource_hash", "detected_at"])
     rows = rows.sort_values("detected_at")
@@ -160,8 +163,9 @@ def user_action_patterns(
         relabelled = trends_updated = 0
         if not rows.empty:
             ml = schema.ml_training_data
-            relabelled = queries.apply_labels(
-                conn, ml.c.resource_hash.in_(sorted(set(rows["resource_hash"])))
+            relabelled = sum(
+                queries.apply_labels(conn, ml.c.resource_hash.in_(chunk))
+                for chunk in queries.in_chunks(rows["resource_hash"])
             )
             months = {
                 (a, pd.Timestamp(t).strftime("%Y-%m"))
