@@ -32,8 +32,9 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-benchmark: venv
+benchmark: venv ## figures, not tests: the AWS scan, then 100k user actions (embedded SQLite)
 	$(BIN)/python -m benchmarks.scan_aws
+	$(BIN)/python -m benchmarks.user_actions 2>/dev/null
 
 clean:
 	rm -rf $(CLOUDWASTE_HOME)
