@@ -7,6 +7,7 @@ dropped afterwards. When the server is unreachable they skip with the reason, ex
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline.warehouse.engine import dispose_engines, make_engine, upgrade
@@ -108,3 +110,31 @@ def postgres_engine(postgres_url: str) -> Engine:
 def engine(request: pytest.FixtureRequest) -> Engine:
     """A migrated warehouse, once on SQLite and once on PostgreSQL."""
     return request.getfixturevalue(f"{request.param}_engine")
+
+
+# --- AWS (moto) ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_url() -> Iterator[str]:
+    """A moto server per test module, boto3 pointed at it through the environment (as in
+    production: ``AWS_ENDPOINT_URL``), with fake credentials and no profile or role."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    request_log = logging.getLogger("werkzeug")  # one line per request: noise on failures
+    level = request_log.level
+    request_log.setLevel(logging.WARNING)
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", url)
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL_S3"):
+            mp.delenv(name, raising=False)
+        yield url
+    server.stop()
+    request_log.setLevel(level)

@@ -35,6 +35,16 @@ def quarantine_reasons() -> dict[str, str]:
         return {r.source_ref: r.reason for r in rows}
 
 
+def demo_day_scan(conn: sa.Connection) -> dict[str, Any]:
+    """The first account's raw scan of the demo day: its detections carry raw resource ids."""
+    return conn.execute(
+        sa.select(schema.raw_scans.c.payload).where(
+            schema.raw_scans.c.account_id == ACCOUNT.account_id,
+            schema.raw_scans.c.scan_date == TEST_SPEC.demo_date,
+        )
+    ).scalar()
+
+
 def a_detected_resource() -> str:
     with api.engine().connect() as conn:
         payload = conn.execute(sa.select(schema.raw_scans.c.payload)).first().payload
@@ -130,12 +140,7 @@ def test_one_action_one_tick_updates_all_four_tables(demo):
     key = load_key()
     ml, trends = schema.ml_training_data, schema.cost_trend_data
     with api.engine().connect() as conn:
-        payload = conn.execute(
-            sa.select(schema.raw_scans.c.payload).where(
-                schema.raw_scans.c.account_id == ACCOUNT.account_id,
-                schema.raw_scans.c.scan_date == TEST_SPEC.demo_date,
-            )
-        ).scalar()
+        payload = demo_day_scan(conn)
         unlabelled = {
             r.resource_hash
             for r in conn.execute(
@@ -259,12 +264,7 @@ def _launch(tick: Any) -> list[str]:
 def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_nothing(demo):
     key = load_key()
     with api.engine().connect() as conn:
-        payload = conn.execute(
-            sa.select(schema.raw_scans.c.payload).where(
-                schema.raw_scans.c.account_id == ACCOUNT.account_id,
-                schema.raw_scans.c.scan_date == TEST_SPEC.demo_date,
-            )
-        ).scalar()
+        payload = demo_day_scan(conn)
         newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
     resources = [d["resource_id"] for d in payload["detections"]][:4]
     now = settings.now().replace(tzinfo=None)

@@ -4,9 +4,8 @@ an object that fails to read or move is left for the next pass without duplicate
 sensor reads the prefix only when one is configured."""
 
 import json
-import logging
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -14,7 +13,6 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 from botocore.exceptions import ClientError
-from moto.server import ThreadedMotoServer
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline.definitions import defs
@@ -22,30 +20,6 @@ from cloudwaste_pipeline.defs.resources import WarehouseResource
 from cloudwaste_pipeline.inbox import ingest_s3_prefix, parse_s3_uri
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline_tests.test_inbox import NOW, event
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    """A moto server, with boto3 pointed at it through the environment (as in production)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    request_log = logging.getLogger("werkzeug")  # one line per request: noise on failures
-    level = request_log.level
-    request_log.setLevel(logging.WARNING)
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", url)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN", "AWS_ENDPOINT_URL_S3"):
-            mp.delenv(name, raising=False)
-        yield url
-    server.stop()
-    request_log.setLevel(level)
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ backend, which the threaded server shares.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 from botocore.stub import ANY
 from moto.ec2.models import ec2_backends
-from moto.server import ThreadedMotoServer
 
 from cloudwaste_pipeline.accounts import Account
 from cloudwaste_pipeline.scanning import aws, pricing
@@ -55,29 +53,6 @@ ACCOUNT = Account(name="test-aws", provider="aws", owner_user_id="u1", account_i
 # --------------------------------------------------------------------------------------------
 # The moto server and the planted estate
 # --------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_url() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    request_log = logging.getLogger("werkzeug")  # one line per request: noise on failures
-    level = request_log.level
-    request_log.setLevel(logging.WARNING)
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", url)
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        mp.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
-        mp.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
-        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ROLE_ARN"):
-            mp.delenv(name, raising=False)
-        yield url
-    server.stop()
-    request_log.setLevel(level)
 
 
 @pytest.fixture
