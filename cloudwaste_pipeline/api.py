@@ -17,9 +17,16 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
-from cloudwaste_pipeline.exports import ExportResult, export_window
+from cloudwaste_pipeline.exports import (
+    ExportProgress,
+    ExportResult,
+    export_subfolder,
+    resolve_window,
+)
+from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_user, load_key
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
+from cloudwaste_pipeline.quality import export_if_valid
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
@@ -110,6 +117,9 @@ def set_user_preferences(
         "updated_at": now,
     }
     with engine(database_url).begin() as conn:
+        if erasure.is_erased(conn, "user", user_hash):
+            # The pipeline drops an erased user's actions; preferences alone would be a trace.
+            raise ValueError("this user was erased (GDPR); their preferences are not stored")
         replace_rows(conn, table, table.c.user_hash == user_hash, pd.DataFrame([row]))
     return user_hash
 
@@ -181,23 +191,42 @@ def load_dataset(name: str, start: date | None = None, end: date | None = None) 
 
 
 def export_datasets(
-    days: int | None = 90,
+    last_days: int | None = None,
     start: date | None = None,
     end: date | None = None,
     formats: tuple[str, ...] = ("json", "csv", "parquet"),
+    compression: str = "none",
     output_dir: str | Path | None = None,
+    s3_uri: str | None = None,
+    progress: ExportProgress | None = None,
+    *,
+    days: int | None = None,
 ) -> ExportResult:
-    """Ad-hoc export of a window (last ``days`` or [start, end]) under ``ml_datasets/adhoc/``.
+    """Ad-hoc export of a window under ``adhoc/<start>_<end>/``: the last ``last_days`` days
+    (default 90) or [start, end]; ``compression="gzip"`` for .json.gz / .csv.gz and gzip Parquet.
 
-    Ad-hoc windows get their own folder, so they never overwrite a scheduled week's files.
+    The same function as the ``adhoc_export_job`` of the UI: data quality first (an ERROR check
+    that fails raises ``DataQualityError`` and writes nothing), then the files, the manifest
+    last. Ad-hoc windows get their own folder, so they never overwrite a scheduled week's files.
+    Local files under ``output_dir`` (default ``$CLOUDWASTE_HOME/ml_datasets``), or S3 when
+    ``s3_uri`` or ``CLOUDWASTE_EXPORTS_S3_URI`` is set. ``days`` is the old name of ``last_days``.
     """
-    end = end or settings.today()
-    start = start or end - timedelta(days=(days or 90) - 1)
-    if start > end:
-        raise ValueError(f"start {start} is after end {end}")
-    base = Path(output_dir) if output_dir else settings.paths().exports
-    folder = base / "adhoc" / f"{start:%Y%m%d}-{end:%Y%m%d}"
-    return export_window(engine(), folder, start, end, formats)
+    from cloudwaste_pipeline.defs.resources import FilesResource
+
+    window_start, window_end = resolve_window(last_days or days, start, end)
+    files = FilesResource(exports_dir=str(output_dir) if output_dir else None, exports_uri=s3_uri)
+    destination = files.export_destination(export_subfolder("adhoc", window_start, window_end))
+    result, _ = export_if_valid(
+        engine(),
+        destination,
+        window_start,
+        window_end,
+        formats=formats,
+        compression=compression,
+        progress=progress,
+        kind="adhoc",
+    )
+    return result
 
 
 def stats() -> dict[str, Any]:
@@ -206,3 +235,35 @@ def stats() -> dict[str, Any]:
     from cloudwaste_pipeline.defs.resources import WarehouseResource
 
     return collection_stats(WarehouseResource())
+
+
+def erase(
+    *,
+    user_id: str | None = None,
+    account_id: str | None = None,
+    provider: str = "aws",
+    reason: str | None = None,
+    accounts_file: str | None = None,
+    database_url: str | None = None,
+) -> erasure.ErasureReport:
+    """GDPR erasure of a user and/or a cloud account (see ``privacy/erasure.py``).
+
+    Removes every row derived from the subject from every table (for a user, also the accounts
+    they own per the accounts file), records a tombstone so no re-run brings them back, and
+    reports rows removed per table and the export files already written that hold the subject.
+    The report carries hashes and counts only, never the ids given.
+    """
+    path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
+    accounts = load_accounts(path) if path.exists() else []
+    with engine(database_url).begin() as conn:
+        return erasure.erase(
+            conn,
+            load_key(),
+            user_id=user_id,
+            account_id=account_id,
+            provider=provider,
+            accounts=accounts,
+            exports_dir=settings.paths().exports,
+            reason=reason,
+            now=settings.now(),
+        )

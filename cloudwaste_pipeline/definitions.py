@@ -6,7 +6,7 @@ editable install or a non-editable install in a Docker image.
 
 import dagster as dg
 
-from cloudwaste_pipeline.defs import checks, jobs, schedules, sensors
+from cloudwaste_pipeline.defs import adhoc_exports, checks, jobs, schedules, sensors
 from cloudwaste_pipeline.defs.assets import actions, costs, outputs, scans
 from cloudwaste_pipeline.defs.resources import build_resources
 
@@ -18,6 +18,7 @@ defs = dg.Definitions(
         jobs.user_actions_job,
         jobs.cost_trends_job,
         jobs.weekly_export_job,
+        adhoc_exports.adhoc_export_job,
         jobs.ml_cleanup_job,
     ],
     schedules=[

@@ -1,34 +1,60 @@
 """Dataset exports: the three datasets of the usage guide, streamed, in JSON, CSV and Parquet.
 
 Rows are read from the warehouse in chunks and written incrementally, so memory stays flat as the
-tables grow. Files are written under temporary names and renamed into place only once complete:
-a failed export leaves no partial file, and a re-run of the same window replaces its files.
+tables grow. Every file of an export is first written into a staging folder; only when all of
+them are complete are they published (renamed into the export folder, or uploaded to S3), the
+manifest last. A failed export therefore leaves no partial file, and a re-run of the same window
+replaces its files instead of adding to them.
+
+Where exports go (``export_subfolder``):
+
+- ``weekly/<monday>/``: the scheduled Monday-to-Sunday partitions of ``ml_dataset_exports``;
+- ``adhoc/<start>_<end>/``: on-demand windows (job ``adhoc_export_job``, ``api.export_datasets``,
+  ``cloudwaste export``), so they can never overwrite a scheduled week's files.
+
+No Dagster import here: the asset, the ad-hoc op, the API and the CLI all call ``export_window``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
 import hashlib
+import io
 import json
+import math
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.warehouse import schema
 
 FORMATS = ("json", "csv", "parquet")
+COMPRESSIONS = ("none", "gzip")
 CHUNK_ROWS = 50_000
-CODE_VERSION = "0.1.0"
+PACKAGE = "cloudwaste_pipeline"
+
+
+def code_version() -> str:
+    """The installed package's version: the manifest says which code wrote the files."""
+    try:
+        return package_metadata.version(PACKAGE)
+    except package_metadata.PackageNotFoundError:  # a bare checkout on sys.path
+        return "unknown"
 
 
 @dataclass(frozen=True)
@@ -48,14 +74,6 @@ def datasets() -> list[Dataset]:
     ]
 
 
-@dataclass
-class ExportResult:
-    folder: Path
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
-    row_counts: dict[str, int] = field(default_factory=dict)
-    manifest: Path | None = None
-
-
 def window_filter(dataset: Dataset, start: date, end: date) -> sa.ColumnElement[bool]:
     """Rows of [start, end] inclusive; cost trends by the months the window touches."""
     column = dataset.table.c[dataset.window_column]
@@ -67,101 +85,261 @@ def window_filter(dataset: Dataset, start: date, end: date) -> sa.ColumnElement[
     )
 
 
-def read_chunks(engine: Engine, query: sa.Select[Any]) -> Iterator[pd.DataFrame]:
-    """Server-side cursor on PostgreSQL (stream_results), plain fetchmany on SQLite."""
-    with engine.connect() as conn:
-        result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(query)
-        columns = list(result.keys())
-        for partition in result.partitions(CHUNK_ROWS):
-            yield pd.DataFrame([tuple(r) for r in partition], columns=columns)
+def window_query(dataset: Dataset, start: date, end: date) -> sa.Select[Any]:
+    """The window's rows in a stable order (time, then id), so two exports of it are identical."""
+    table = dataset.table
+    return (
+        sa.select(table)
+        .where(window_filter(dataset, start, end))
+        .order_by(table.c[dataset.window_column], table.c.id)
+    )
 
 
-def flat(value: Any) -> Any:
-    """JSON columns become JSON text in CSV and Parquet (one schema however nested)."""
-    if isinstance(value, dict | list):
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return value
+# --- windows and folders ------------------------------------------------------------------------
+
+
+def last_days_window(days: int, today: date | None = None) -> tuple[date, date]:
+    """The ``days`` days ending today (today included): ``last 30 days`` of the UI and the CLI."""
+    if days < 1:
+        raise ValueError(f"last_days must be at least 1, not {days}")
+    end = today or settings.today()
+    return end - timedelta(days=days - 1), end
+
+
+def resolve_window(
+    last_days: int | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    today: date | None = None,
+) -> tuple[date, date]:
+    """The ad-hoc window, one rule for the UI, the API and the CLI: [start, end or today] when
+    ``start`` is given, else the ``last_days`` days ending on ``end`` or today (default 90, as
+    the seed's admin export)."""
+    end = end or today or settings.today()
+    if start is not None:
+        if last_days is not None:
+            raise ValueError("give either last_days or start (and end), not both")
+    else:
+        start, end = last_days_window(last_days or 90, end)
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    return start, end
+
+
+def export_subfolder(kind: str, start: date, end: date) -> str:
+    """``weekly/<monday>`` or ``adhoc/<start>_<end>``: the two kinds never share a folder."""
+    if kind == "weekly":
+        return f"weekly/{start.isoformat()}"
+    if kind == "adhoc":
+        return f"adhoc/{start.isoformat()}_{end.isoformat()}"
+    raise ValueError(f"unknown export kind {kind!r}; use 'weekly' or 'adhoc'")
+
+
+def file_name(dataset: str, stamp: str, fmt: str, compression: str) -> str:
+    """``<dataset>_<YYYYMMDD>.<fmt>``, ``.gz`` added for gzip JSON/CSV (Parquet compresses
+    inside the file, so its name stays ``.parquet``)."""
+    suffix = ".gz" if compression == "gzip" and fmt != "parquet" else ""
+    return f"{dataset}_{stamp}.{fmt}{suffix}"
+
+
+def stale_names(name: str) -> list[str]:
+    """The other compression's name of the same file: a re-run with or without gzip replaces it
+    rather than leaving both versions beside one manifest."""
+    if name.endswith(".parquet"):
+        return []
+    return [name[: -len(".gz")]] if name.endswith(".gz") else [f"{name}.gz"]
+
+
+# --- progress -----------------------------------------------------------------------------------
+
+
+class ExportProgress:
+    """Hooks for a progress display (the CLI's tqdm bars); the default shows nothing."""
+
+    def begin(self, label: str, total: int | None, unit: str) -> None:
+        """A new stage: one dataset's rows, or one file's upload in bytes."""
+
+    def advance(self, amount: int) -> None:
+        """``amount`` more rows (or bytes) of the current stage are done."""
+
+    def end(self) -> None:
+        """The current stage is complete."""
+
+
+# --- values -------------------------------------------------------------------------------------
+
+
+def _kind(column: sa.Column[Any]) -> str:
+    """How a column is written: its SQL type decides, not the values of the first chunk (a
+    column that is all NULL in the first chunk would otherwise get a null Parquet type)."""
+    column_type = column.type
+    if isinstance(column_type, sa.JSON) or isinstance(getattr(column_type, "impl", None), sa.JSON):
+        return "json"
+    for kind, types in (
+        ("uuid", (sa.Uuid,)),
+        ("bool", (sa.Boolean,)),
+        ("int", (sa.Integer,)),
+        ("float", (sa.Float, sa.Numeric)),
+        ("datetime", (sa.DateTime,)),
+        ("date", (sa.Date,)),
+    ):
+        if isinstance(column_type, types):
+            return kind
+    return "str"
+
+
+ARROW_TYPES = {
+    "json": pa.string(),  # JSON text: one Parquet schema however the documents nest
+    "uuid": pa.string(),
+    "bool": pa.bool_(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "datetime": pa.timestamp("us"),  # naive UTC, as stored
+    "date": pa.date32(),
+    "str": pa.string(),
+}
+
+
+def arrow_schema(table: sa.Table) -> pa.Schema:
+    return pa.schema([(c.name, ARROW_TYPES[_kind(c)]) for c in table.columns])
+
+
+def dataset_schema(table: sa.Table) -> list[dict[str, Any]]:
+    """The manifest's schema: name, warehouse type, Parquet type and nullability per column."""
+    return [
+        {
+            "name": c.name,
+            "type": str(c.type.compile(dialect=sa.dialects.postgresql.dialect())),
+            "parquet_type": str(ARROW_TYPES[_kind(c)]),
+            "nullable": bool(c.nullable),
+        }
+        for c in table.columns
+    ]
 
 
 def json_value(value: Any) -> Any:
+    """A JSON-native value: nested JSON stays nested; timestamps ISO; NaN is ``null``."""
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, uuid.UUID):
         return str(value)
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
+def flat(value: Any) -> Any:
+    """A CSV cell: JSON documents as JSON text, timestamps ISO, NULL as the empty cell."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json_value(value)
+
+
+def _arrow_value(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "json":
+        return value if isinstance(value, str) else flat(value)
+    if kind == "uuid":
+        return str(value)
+    if kind == "float" and isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+
+def _text_sink(path: Path, compression: str) -> IO[str]:
+    """A text file, gzip-compressed with a zero mtime so the same rows give the same sha256."""
+    if compression == "gzip":
+        raw = gzip.GzipFile(filename="", mode="wb", fileobj=path.open("wb"), mtime=0)
+        return io.TextIOWrapper(raw, encoding="utf-8", newline="")
+    return path.open("w", encoding="utf-8", newline="")
+
+
 class _Writers:
-    """The three writers of one dataset, fed chunk by chunk."""
+    """The writers of one dataset (one per format), fed chunk by chunk, in the staging folder."""
 
-    def __init__(self, stem: Path, formats: tuple[str, ...]) -> None:
-        self.paths = {fmt: stem.with_name(f"{stem.name}.{fmt}") for fmt in formats}
-        self.temp = {fmt: p.with_name(f".{p.name}.partial") for fmt, p in self.paths.items()}
-        self.json = self.temp["json"].open("w") if "json" in formats else None
-        self.csv_file = self.temp["csv"].open("w", newline="") if "csv" in formats else None
-        self.csv: Any = None
-        self.parquet: pq.ParquetWriter | None = None
-        self.parquet_schema: pa.Schema | None = None
+    def __init__(
+        self,
+        staging: Path,
+        dataset: Dataset,
+        stamp: str,
+        formats: Sequence[str],
+        compression: str,
+    ) -> None:
+        self.columns = [c.name for c in dataset.table.columns]
+        self.kinds = [_kind(c) for c in dataset.table.columns]
+        self.schema = arrow_schema(dataset.table)
+        self.paths = {
+            fmt: staging / file_name(dataset.name, stamp, fmt, compression) for fmt in formats
+        }
         self.rows = 0
-        if self.json:
-            self.json.write("[")
+        self._handles: list[IO[str]] = []
+        self._json: IO[str] | None = None
+        self._csv: Any = None
+        self._parquet: pq.ParquetWriter | None = None
+        if "json" in formats:
+            self._json = _text_sink(self.paths["json"], compression)
+            self._handles.append(self._json)
+            self._json.write("[")
+        if "csv" in formats:
+            handle = _text_sink(self.paths["csv"], compression)
+            self._handles.append(handle)
+            self._csv = csv.writer(handle)
+            self._csv.writerow(self.columns)
+        if "parquet" in formats:
+            self._parquet = pq.ParquetWriter(
+                self.paths["parquet"], self.schema, compression=_parquet_codec(compression)
+            )
 
-    def write(self, chunk: pd.DataFrame) -> None:
-        records = chunk.to_dict("records")
-        if self.json:
-            for record in records:
-                self.json.write(",\n" if self.rows else "\n")
-                self.json.write(json.dumps({k: json_value(v) for k, v in record.items()}))
+    def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        if self._json is not None:
+            for row in rows:
+                self._json.write(",\n" if self.rows else "\n")
+                record = {c: json_value(v) for c, v in zip(self.columns, row, strict=True)}
+                self._json.write(json.dumps(record, separators=(",", ":")))
                 self.rows += 1
         else:
-            self.rows += len(records)
-        flat_chunk = chunk.apply(lambda col: col.map(flat)) if not chunk.empty else chunk
-        if self.csv_file:
-            if self.csv is None:
-                self.csv = csv.writer(self.csv_file)
-                self.csv.writerow(chunk.columns)
-            self.csv.writerows(
-                flat_chunk.astype(object).where(flat_chunk.notna(), None).itertuples(index=False)
-            )
-        if "parquet" in self.temp:
-            table = pa.Table.from_pandas(flat_chunk.astype(object), preserve_index=False)
-            if self.parquet is None:
-                self.parquet_schema = table.schema
-                self.parquet = pq.ParquetWriter(self.temp["parquet"], table.schema)
-            self.parquet.write_table(table.cast(self.parquet_schema))
+            self.rows += len(rows)
+        if self._csv is not None:
+            self._csv.writerows([flat(v) for v in row] for row in rows)
+        if self._parquet is not None and rows:
+            arrays = [
+                pa.array([_arrow_value(kind, row[i]) for row in rows], type=self.schema[i].type)
+                for i, kind in enumerate(self.kinds)
+            ]
+            self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
-    def close(self, columns: list[str]) -> None:
-        if self.json:
-            self.json.write("\n]\n" if self.rows else "]\n")
-            self.json.close()
-        if self.csv_file:
-            if self.csv is None:
-                csv.writer(self.csv_file).writerow(columns)
-            self.csv_file.close()
-        if "parquet" in self.temp:
-            if self.parquet is None:
-                empty = pa.schema([(c, pa.string()) for c in columns])
-                pq.ParquetWriter(self.temp["parquet"], empty).close()
-            else:
-                self.parquet.close()
+    def close(self) -> None:
+        if self._json is not None:
+            self._json.write("\n]\n" if self.rows else "]\n")
+        for handle in self._handles:
+            handle.close()
+        if self._parquet is not None:
+            self._parquet.close()
 
     def abort(self) -> None:
-        for handle in (self.json, self.csv_file):
-            if handle and not handle.closed:
+        """Close whatever is open; the staging folder (and these files) is removed by the caller."""
+        for handle in self._handles:
+            with contextlib.suppress(Exception):
                 handle.close()
-        if self.parquet is not None:
-            self.parquet.close()
-        for path in self.temp.values():
-            path.unlink(missing_ok=True)
+        if self._parquet is not None:
+            with contextlib.suppress(Exception):
+                self._parquet.close()
 
-    def commit(self) -> dict[str, Path]:
-        for fmt, temp in self.temp.items():
-            os.replace(temp, self.paths[fmt])
-        return self.paths
+
+def read_chunks(engine: Engine, query: sa.Select[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """Rows as tuples, ``CHUNK_ROWS`` at a time: a server-side cursor on PostgreSQL
+    (stream_results), fetchmany on SQLite. Plain tuples, not DataFrames: pandas would turn the
+    NULLs of an integer column into floats and change what is written."""
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(query)
+        for partition in result.partitions(CHUNK_ROWS):
+            yield [tuple(r) for r in partition]
 
 
 def sha256(path: Path) -> str:
@@ -172,54 +350,179 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# --- destinations -------------------------------------------------------------------------------
+
+
+class Destination(Protocol):
+    """Where an export is published: a local folder or an S3 prefix."""
+
+    location: str
+
+    def staging(self) -> contextlib.AbstractContextManager[Path]:
+        """A local folder for the files while they are written; removed afterwards."""
+        ...
+
+    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
+        """Put the complete files in place, the manifest last; return the manifest's location."""
+        ...
+
+
+@dataclass
+class LocalDestination:
+    """A folder. Staging is a hidden folder inside it (same file system), so publishing is one
+    ``os.replace`` per file: a reader sees the old file or the new one, never half of one."""
+
+    folder: Path
+
+    @property
+    def location(self) -> str:
+        return str(self.folder)
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.folder))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
+        for path in [*files, manifest]:
+            os.replace(path, self.folder / path.name)
+            for stale in stale_names(path.name):
+                (self.folder / stale).unlink(missing_ok=True)
+        return str(self.folder / manifest.name)
+
+
+@dataclass
+class S3Destination:
+    """An S3 prefix. Files are staged in a local temporary folder, then uploaded with
+    ``upload_file`` (multipart for large files: S3 shows an object only once its upload is
+    complete), the manifest last. The manifest is the commit record: the old one is deleted
+    before the first upload, and if an upload fails every object this run uploaded is deleted
+    again, so a failed export leaves no object behind and no manifest describing other files."""
+
+    client: Any
+    bucket: str
+    prefix: str  # "" or ending with "/"
+
+    @property
+    def location(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        with tempfile.TemporaryDirectory(prefix="cloudwaste-export-") as path:
+            yield Path(path)
+
+    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
+        uploaded: list[str] = []
+        manifest_key = self.prefix + manifest.name
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=manifest_key)
+            for path in files:
+                key = self.prefix + path.name
+                progress.begin(f"upload {path.name}", path.stat().st_size, "B")
+                self.client.upload_file(str(path), self.bucket, key, Callback=progress.advance)
+                progress.end()
+                uploaded.append(key)
+                for stale in stale_names(path.name):
+                    self.client.delete_object(Bucket=self.bucket, Key=self.prefix + stale)
+            self.client.upload_file(str(manifest), self.bucket, manifest_key)
+        except BaseException:
+            for key in uploaded:
+                with contextlib.suppress(Exception):
+                    self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise
+        return f"s3://{self.bucket}/{manifest_key}"
+
+
+# --- the export ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    location: str  # the folder or s3://bucket/prefix/ the files are in
+    manifest: str = ""  # its path or s3:// URI
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)  # "dataset.fmt" -> entry
+    row_counts: dict[str, int] = field(default_factory=dict)
+
+
+def count_rows(engine: Engine, dataset: Dataset, start: date, end: date) -> int:
+    query = sa.select(sa.func.count()).select_from(dataset.table)
+    with engine.connect() as conn:
+        return int(conn.execute(query.where(window_filter(dataset, start, end))).scalar_one())
+
+
 def export_window(
     engine: Engine,
-    folder: Path,
+    destination: Destination,
     start: date,
     end: date,
-    formats: tuple[str, ...] = FORMATS,
+    formats: Sequence[str] = FORMATS,
+    compression: str = "none",
+    progress: ExportProgress | None = None,
+    kind: str = "adhoc",
+    extra_manifest: dict[str, Any] | None = None,
 ) -> ExportResult:
-    """Write the three datasets of [start, end] under ``folder``, named for its last day."""
+    """Write the three datasets of [start, end], named for its last day, to ``destination``.
+
+    All files are written to staging first and published together, the manifest last: if any
+    dataset fails, nothing of this run is published and the previous files stay as they were.
+    ``extra_manifest`` adds fields to the manifest (the quality report).
+    """
+    formats = tuple(dict.fromkeys(formats))
     unknown = set(formats) - set(FORMATS)
-    if unknown:
-        raise ValueError(f"unknown export format(s) {sorted(unknown)}; use {FORMATS}")
-    folder.mkdir(parents=True, exist_ok=True)
-    result = ExportResult(folder=folder)
+    if unknown or not formats:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; use some of {FORMATS}")
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compression!r}; use one of {COMPRESSIONS}")
+    if start > end:
+        raise ValueError(f"start {start} is after end {end}")
+    progress = progress or ExportProgress()
     stamp = end.strftime("%Y%m%d")
-    for dataset in datasets():
-        columns = [c.name for c in dataset.table.columns]
-        query = (
-            sa.select(dataset.table)
-            .where(window_filter(dataset, start, end))
-            .order_by(dataset.table.c[dataset.window_column], dataset.table.c.id)
-        )
-        writers = _Writers(folder / f"{dataset.name}_{stamp}", formats)
-        try:
-            for chunk in read_chunks(engine, query):
-                writers.write(chunk)
-            writers.close(columns)
-        except BaseException:
-            writers.abort()
-            raise
-        paths = writers.commit()
-        result.row_counts[dataset.name] = writers.rows
-        for fmt, path in paths.items():
-            result.files[f"{dataset.name}.{fmt}"] = {
-                "path": str(path),
-                "bytes": path.stat().st_size,
-                "sha256": sha256(path),
-                "rows": writers.rows,
-            }
-    manifest = {
-        "window": {"start": start.isoformat(), "end": end.isoformat()},
-        "code_version": CODE_VERSION,
-        "row_counts": result.row_counts,
-        "schema": {d.name: [c.name for c in d.table.columns] for d in datasets()},
-        "files": {k: {**v, "path": Path(v["path"]).name} for k, v in result.files.items()},
-    }
-    manifest_path = folder / f"manifest_{stamp}.json"
-    temp = manifest_path.with_name(f".{manifest_path.name}.partial")
-    temp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(temp, manifest_path)
-    result.manifest = manifest_path
+    result = ExportResult(location=destination.location)
+    with destination.staging() as staging:
+        staged: list[Path] = []
+        for dataset in datasets():
+            progress.begin(dataset.name, count_rows(engine, dataset, start, end), "rows")
+            writers = _Writers(staging, dataset, stamp, formats, compression)
+            try:
+                for rows in read_chunks(engine, window_query(dataset, start, end)):
+                    writers.write(rows)
+                    progress.advance(len(rows))
+                writers.close()
+            except BaseException:
+                writers.abort()
+                raise
+            progress.end()
+            result.row_counts[dataset.name] = writers.rows
+            for fmt, path in writers.paths.items():
+                staged.append(path)
+                result.files[f"{dataset.name}.{fmt}"] = {
+                    "name": path.name,
+                    "format": fmt,
+                    "compression": compression if fmt != "parquet" else _parquet_codec(compression),
+                    "rows": writers.rows,
+                    "bytes": path.stat().st_size,
+                    "sha256": sha256(path),
+                }
+        manifest = {
+            "kind": kind,
+            "window": {"start": start.isoformat(), "end": end.isoformat()},
+            "code_version": code_version(),
+            "exported_at": settings.now().isoformat(),
+            "row_counts": result.row_counts,
+            "schema": {d.name: dataset_schema(d.table) for d in datasets()},
+            "files": result.files,
+            **(extra_manifest or {}),
+        }
+        manifest_path = staging / f"manifest_{stamp}.json"
+        manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True, default=str))
+        result.manifest = destination.publish(staged, manifest_path, progress)
     return result
+
+
+def _parquet_codec(compression: str) -> str:
+    return "gzip" if compression == "gzip" else "snappy"

@@ -36,8 +36,11 @@ from cloudwaste_pipeline.warehouse.engine import (
 from cloudwaste_pipeline.warehouse.load import bulk_insert, insert_new, read_frame, replace_rows
 
 ML_NAMES = {t.name for t in schema.ML_TABLES}
+OWN_NAMES = ML_NAMES | {schema.erasure_tombstones.name, VERSION_TABLE}
+"""The default schema: the six ML tables, the erasure tombstones and the migration version."""
 RAW_NAMES = {t.name for t in schema.RAW_TABLES}
 SCAN_DAY = date(2026, 11, 16)
+HEAD = "0002"
 
 
 def stored_tables(engine: Engine) -> tuple[set[str], set[str]]:
@@ -91,13 +94,13 @@ def count(engine: Engine, table: sa.Table, where: Any = None) -> int:
 # --- migrations -----------------------------------------------------------------------------
 
 
-def test_migrations_create_all_ten_tables_and_are_idempotent(engine: Engine) -> None:
-    assert stored_tables(engine) == (ML_NAMES | {VERSION_TABLE}, RAW_NAMES)
+def test_migrations_create_all_eleven_tables_and_are_idempotent(engine: Engine) -> None:
+    assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)
     assert len(ML_NAMES) == 6 and len(RAW_NAMES) == 4
     upgrade(engine)
     upgrade(engine)
-    assert stored_tables(engine) == (ML_NAMES | {VERSION_TABLE}, RAW_NAMES)
-    assert current_revision(engine) == "0001"
+    assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)
+    assert current_revision(engine) == HEAD
 
 
 def test_no_drift_between_schema_and_migrations(engine: Engine) -> None:
@@ -120,7 +123,7 @@ def test_downgrade_to_base_removes_everything_and_upgrade_restores_it(engine: En
     if is_postgres(engine):
         assert "raw" not in sa.inspect(engine).get_schema_names()
     upgrade(engine)
-    assert stored_tables(engine) == (ML_NAMES | {VERSION_TABLE}, RAW_NAMES)
+    assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)
     assert drift(engine) == []
 
 
@@ -138,8 +141,8 @@ def test_concurrent_upgrades_do_not_race(request: pytest.FixtureRequest, backend
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(4, mp_context=spawn) as pool:
         futures = [pool.submit(_migrate_in_a_new_process, url) for _ in range(4)]
-        assert [f.result(timeout=120) for f in futures] == ["0001"] * 4
-    assert stored_tables(make_engine(url)) == (ML_NAMES | {VERSION_TABLE}, RAW_NAMES)
+        assert [f.result(timeout=120) for f in futures] == [HEAD] * 4
+    assert stored_tables(make_engine(url)) == (OWN_NAMES, RAW_NAMES)
 
 
 def test_engines_are_cached_per_url(sqlite_url: str) -> None:

@@ -3,8 +3,8 @@
 import dagster as dg
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.defs.resources import WarehouseResource
-from cloudwaste_pipeline.privacy.retention import cleanup
+from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
+from cloudwaste_pipeline.privacy.retention import BATCH_SIZE, account_owners, cleanup
 
 scan_job = dg.define_asset_job(
     "scan_job",
@@ -41,16 +41,41 @@ weekly_export_job = dg.define_asset_job(
 class CleanupConfig(dg.Config):
     raw_retention_days: int | None = None
     ml_retention_years: int | None = None
+    batch_size: int = BATCH_SIZE
 
 
-@dg.op(description="Delete raw scans past raw retention and ML rows past ML retention.")
+@dg.op(
+    description=(
+        "Delete the raw store past raw retention and ML rows past ML retention, or past their "
+        "owner's shorter data_retention_years, in batches."
+    )
+)
 def cleanup_expired_data(
-    context: dg.OpExecutionContext, config: CleanupConfig, warehouse: WarehouseResource
+    context: dg.OpExecutionContext,
+    config: CleanupConfig,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
 ) -> dict[str, int]:
     raw_days = config.raw_retention_days or settings.raw_retention_days()
     ml_years = config.ml_retention_years or settings.ml_retention_years()
-    removed = cleanup(warehouse.engine(), settings.today(), raw_days, ml_years)
-    context.add_output_metadata({f"removed_{k}": v for k, v in removed.items()})
+    # Account ownership (for per-user retention of account-level rows) is in the accounts file.
+    if cloud.accounts_path().exists():
+        owners = account_owners(cloud.accounts(), anonymizer.key_bytes())
+    else:
+        owners = {}
+        context.log.warning("no accounts file: per-user retention covers user-keyed rows only")
+    removed = cleanup(
+        warehouse.engine(),
+        settings.today(),
+        raw_days,
+        ml_years,
+        owners=owners,
+        batch_size=config.batch_size,
+    )
+    context.add_output_metadata(
+        {**{f"removed_{k}": v for k, v in removed.items()}, "removed_total": sum(removed.values())}
+    )
     context.log.info(f"retention: raw {raw_days} days, ML {ml_years} years; removed {removed}")
     return removed
 

@@ -15,7 +15,8 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
-from cloudwaste_pipeline.inbox import parse_s3_uri
+from cloudwaste_pipeline.exports import Destination, LocalDestination, S3Destination
+from cloudwaste_pipeline.inbox import as_folder, parse_s3_uri
 from cloudwaste_pipeline.privacy.anonymize import load_key
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
@@ -85,17 +86,45 @@ class CloudResource(dg.ConfigurableResource):
         )
 
 
-class FilesResource(dg.ConfigurableResource):
-    """Local folders for exports and models (under ``CLOUDWASTE_HOME`` unless set)."""
+class FilesResource(ResourceWithS3Configuration):
+    """Where exports and models go: local folders under ``CLOUDWASTE_HOME`` unless set, and
+    optionally an S3 prefix for the dataset exports.
+
+    ``exports_uri`` (``s3://bucket/prefix/``) defaults to ``CLOUDWASTE_EXPORTS_S3_URI``, read when
+    a run exports (unset is valid: local files, and no AWS client is ever built). The S3 fields
+    are ``S3Resource``'s, as for ``ActionsInboxResource`` and for the same reason: a plain
+    ``S3Resource`` would build its client for every run that uses this resource, S3 or not.
+    """
 
     exports_dir: str | None = None
     models_dir: str | None = None
+    exports_uri: str | None = None
 
     def exports(self) -> Path:
         return Path(self.exports_dir) if self.exports_dir else settings.paths().exports
 
     def models(self) -> Path:
         return Path(self.models_dir) if self.models_dir else settings.paths().models
+
+    def exports_s3_location(self) -> tuple[str, str] | None:
+        """(bucket, prefix) of the S3 export destination, or None for local files."""
+        uri = self.exports_uri or os.environ.get("CLOUDWASTE_EXPORTS_S3_URI")
+        if not uri:
+            return None
+        try:
+            return parse_s3_uri(uri)
+        except ValueError:
+            raise ValueError(
+                f"exports destination {uri!r} is not an s3://bucket/prefix/ URI"
+            ) from None
+
+    def export_destination(self, subfolder: str) -> Destination:
+        """``weekly/<monday>`` or ``adhoc/<start>_<end>`` under the S3 prefix or the folder."""
+        location = self.exports_s3_location()
+        if location is None:
+            return LocalDestination(self.exports() / subfolder)
+        bucket, prefix = location
+        return S3Destination(s3_client(self), bucket, as_folder(prefix + subfolder))
 
 
 class ActionsInboxResource(ResourceWithS3Configuration):
@@ -121,19 +150,23 @@ class ActionsInboxResource(ResourceWithS3Configuration):
         return parse_s3_uri(uri) if uri else None
 
     def s3_client(self) -> Any:
-        """A boto3 S3 client, built exactly as ``S3Resource.get_client`` builds it."""
-        return construct_s3_client(
-            max_attempts=self.max_attempts,
-            region_name=self.region_name,
-            endpoint_url=self.endpoint_url,
-            use_unsigned_session=self.use_unsigned_session,
-            profile_name=self.profile_name,
-            use_ssl=self.use_ssl,
-            verify=self.verify,
-            aws_access_key_id=self.aws_access_key_id,
-            aws_secret_access_key=self.aws_secret_access_key,
-            aws_session_token=self.aws_session_token,
-        )
+        return s3_client(self)
+
+
+def s3_client(config: ResourceWithS3Configuration) -> Any:
+    """A boto3 S3 client, built exactly as ``S3Resource.get_client`` builds it."""
+    return construct_s3_client(
+        max_attempts=config.max_attempts,
+        region_name=config.region_name,
+        endpoint_url=config.endpoint_url,
+        use_unsigned_session=config.use_unsigned_session,
+        profile_name=config.profile_name,
+        use_ssl=config.use_ssl,
+        verify=config.verify,
+        aws_access_key_id=config.aws_access_key_id,
+        aws_secret_access_key=config.aws_secret_access_key,
+        aws_session_token=config.aws_session_token,
+    )
 
 
 def build_resources() -> dict[str, dg.ConfigurableResource]:

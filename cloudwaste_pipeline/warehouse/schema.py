@@ -277,6 +277,22 @@ cost_trend_data = sa.Table(
     sa.Index("idx_cost_trend_waste_pct", "waste_percentage"),
 )
 
+erasure_tombstones = sa.Table(
+    "erasure_tombstones",
+    metadata,
+    _id(),
+    # Only the subject's hash: the tombstone must not itself keep what was erased. With the key,
+    # a known id can still be checked against it, which is what the pipeline needs to do.
+    sa.Column("kind", sa.String(20), nullable=False),  # user, account
+    _hash("subject_hash"),
+    sa.Column("reason", sa.String(200)),
+    _stamp("requested_at"),
+    # One tombstone per subject: erasing twice keeps the first request's date.
+    sa.UniqueConstraint("kind", "subject_hash"),
+)
+"""GDPR erasures: the scan derivation, the action batch and the cost trends skip these subjects,
+so a re-materialization cannot bring their rows back (see ``privacy/erasure.py``)."""
+
 # --- raw store (raw ids; never exported) -----------------------------------------------------
 
 raw_scans = sa.Table(

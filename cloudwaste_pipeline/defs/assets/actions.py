@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.metadata import counts_table, preview
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, WarehouseResource
-from cloudwaste_pipeline.privacy import derive
+from cloudwaste_pipeline.privacy import derive, erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new
@@ -128,7 +128,8 @@ def user_action_patterns(
     key = anonymizer.key_bytes()
     created_at = settings.now()
     with warehouse.engine().begin() as conn:
-        events = pending_events(conn, config, key)
+        pending = pending_events(conn, config, key)
+        events = erasure.drop_erased_events(conn, pending, key)
         records = events.to_dict("records")
         reasons = [derive.validate_action_event(e) for e in records]
         bad = [(e, r) for e, r in zip(records, reasons, strict=True) if r]
@@ -179,7 +180,8 @@ def user_action_patterns(
         context.log.info(f"{len(held)} event(s) held: their resource has not been detected yet")
     return dg.MaterializeResult(
         metadata={
-            "events_read": len(events),
+            "events_read": len(pending),
+            "events_of_erased_subjects_dropped": len(pending) - len(events),
             "dagster/row_count": inserted,
             "rows_inserted": inserted,
             "events_held": len(held),

@@ -10,6 +10,7 @@ from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.costs import month_bounds, monthly_trend
 from cloudwaste_pipeline.defs.partitions import cost_partitions, scan_to_month
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
+from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import replace_rows
@@ -72,6 +73,10 @@ def cost_trend_data(
         schema.cost_trend_data,
     )
     with warehouse.engine().begin() as conn:
+        if erasure.is_erased(conn, "account", acct):
+            # An erased account's month would otherwise come back as a row of zeros.
+            context.log.warning(f"account {account.name!r} was erased (GDPR): nothing done")
+            return dg.MaterializeResult(metadata={"erased": True, "dagster/row_count": 0})
         detections = queries.frame(
             conn,
             sa.select(

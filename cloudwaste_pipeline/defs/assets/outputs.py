@@ -1,6 +1,8 @@
 """What the collected data is for: weekly dataset exports, the model, and the collection stats."""
 
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import date, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -10,12 +12,54 @@ from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.partitions import export_weeks
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
-from cloudwaste_pipeline.exports import export_window
+from cloudwaste_pipeline.exports import ExportResult, export_subfolder, export_window
 from cloudwaste_pipeline.ml import train as training
 from cloudwaste_pipeline.ml.features import one_per_resource
+from cloudwaste_pipeline.quality import CHECKS, ERROR, QualityReport, validate_data_quality
 from cloudwaste_pipeline.warehouse import queries, schema
 
 ALL = dg.AllPartitionMapping()
+
+
+EXPORT_CHECKS = [
+    dg.AssetCheckSpec(
+        name,
+        asset="ml_dataset_exports",
+        blocking=True,
+        description=f"{description} ({'blocks the export' if severity == ERROR else 'warns'})",
+    )
+    for name, (severity, description) in CHECKS.items()
+]
+
+
+def quality_check_results(report: QualityReport) -> list[dg.AssetCheckResult]:
+    """One result per quality check; ERROR failures are the ones that stop the export."""
+    return [
+        dg.AssetCheckResult(
+            check_name=check.name,
+            passed=check.passed,
+            severity=(
+                dg.AssetCheckSeverity.ERROR
+                if check.severity == ERROR
+                else dg.AssetCheckSeverity.WARN
+            ),
+            metadata={k: v for k, v in check.details.items() if isinstance(v, int | float)},
+        )
+        for check in report.checks
+    ]
+
+
+def export_metadata(result: ExportResult, start: date, end: date) -> dict[str, Any]:
+    return {
+        "window": f"{start} .. {end}",
+        "dagster/uri": result.location,
+        "manifest": dg.MetadataValue.path(result.manifest),
+        **{f"rows_{name}": count for name, count in result.row_counts.items()},
+        "dagster/row_count": sum(result.row_counts.values()),
+        "files": counts_table(
+            {v["name"]: f"{v['bytes']} bytes" for v in result.files.values()}, "file", "size"
+        ),
+    }
 
 
 @dg.asset(
@@ -28,32 +72,42 @@ ALL = dg.AllPartitionMapping()
         dg.AssetDep("user_action_patterns"),
         dg.AssetDep("cost_trend_data", partition_mapping=ALL),
     ],
+    check_specs=EXPORT_CHECKS,
     description=(
         "The week's (Monday to Sunday) ml_training_data, user_action_patterns and cost_trends "
-        "datasets in JSON, CSV and Parquet with a manifest (row counts, schema, sha256). "
-        "Re-running a week replaces its files atomically."
+        "datasets in JSON, CSV and Parquet with a manifest (row counts, schema, sha256), under "
+        "weekly/<monday>/ of the exports folder or S3 prefix. Data quality is checked first: an "
+        "ERROR check that fails stops the run before any file is written. Re-running a week "
+        "replaces its files atomically."
     ),
 )
 def ml_dataset_exports(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, files: FilesResource
-) -> dg.MaterializeResult:
+) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
+    # The checks run inside the asset, before writing: a blocking check evaluated after the
+    # materialization would stop downstream steps but not this one's files.
     window = context.partition_time_window
     start = window.start.date()
     end = window.end.date() - timedelta(days=1)
-    folder = files.exports() / "weekly" / start.isoformat()
-    result = export_window(warehouse.engine(), folder, start, end)
-    return dg.MaterializeResult(
-        metadata={
-            "window": f"{start} .. {end}",
-            "dagster/uri": str(folder),
-            "manifest": dg.MetadataValue.path(str(result.manifest)),
-            **{f"rows_{name}": count for name, count in result.row_counts.items()},
-            "dagster/row_count": sum(result.row_counts.values()),
-            "files": counts_table(
-                {k: f"{v['bytes']} bytes" for k, v in result.files.items()}, "file", "size"
-            ),
-        }
+    engine = warehouse.engine()
+    with engine.connect() as conn:
+        report = validate_data_quality(conn, start, end)
+    yield from quality_check_results(report)
+    if not report.ok:
+        raise dg.Failure(
+            description=f"nothing exported: {report.summary()}",
+            metadata={"window": f"{start} .. {end}"},
+        )
+    result = export_window(
+        engine,
+        files.export_destination(export_subfolder("weekly", start, end)),
+        start,
+        end,
+        kind="weekly",
+        extra_manifest={"quality": report.to_dict()},
     )
+    context.log.info(f"exported {start}..{end}: {result.row_counts} to {result.location}")
+    yield dg.MaterializeResult(metadata=export_metadata(result, start, end))
 
 
 def labelled_examples(conn: sa.Connection) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from cloudwaste_pipeline.accounts import Account
 from cloudwaste_pipeline.defs.metadata import counts_table, preview
 from cloudwaste_pipeline.defs.partitions import scan_partitions
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
-from cloudwaste_pipeline.privacy import derive
+from cloudwaste_pipeline.privacy import derive, erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_series, scrub_text
 from cloudwaste_pipeline.warehouse import queries, schema
 
@@ -66,6 +66,23 @@ def account_hash(part: ScanPartition, key: bytes) -> str:
     return hash_id("account", part.account.provider, part.account.cloud_id, key)
 
 
+def skip_if_erased(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
+) -> dg.MaterializeResult | None:
+    """An erased (GDPR-tombstoned) account stays erased: its partitions succeed empty, scanning,
+    storing and deriving nothing, so neither the daily schedule nor a backfill brings its rows
+    back. A success, not a failure: the account may stay in the accounts file for a while."""
+    part = scan_partition(context, cloud)
+    with warehouse.engine().connect() as conn:
+        if not erasure.is_erased(conn, "account", account_hash(part, anonymizer.key_bytes())):
+            return None
+    context.log.warning(f"account {part.account.name!r} was erased (GDPR): nothing done")
+    return dg.MaterializeResult(metadata={"erased": True, "dagster/row_count": 0})
+
+
 @dg.asset(
     partitions_def=scan_partitions,
     group_name=GROUP,
@@ -78,8 +95,13 @@ def account_hash(part: ScanPartition, key: bytes) -> str:
     ),
 )
 def raw_cloud_scans(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, cloud: CloudResource
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    anonymizer: AnonymizerResource,
+    cloud: CloudResource,
 ) -> dg.MaterializeResult:
+    if skipped := skip_if_erased(context, warehouse, anonymizer, cloud):
+        return skipped
     part = scan_partition(context, cloud)
     today = settings.today()
     if part.day > today:
@@ -172,6 +194,8 @@ def ml_training_data(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
+    if skipped := skip_if_erased(context, warehouse, anonymizer, cloud):
+        return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
     rows, table = d.training, schema.ml_training_data
     partition = sa.and_(table.c.scan_date == d.part.day, table.c.account_hash == d.account_hash)
@@ -220,6 +244,8 @@ def resource_lifecycle_events(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
+    if skipped := skip_if_erased(context, warehouse, anonymizer, cloud):
+        return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
     account, table = d.part.account, schema.resource_lifecycle_events
     with warehouse.engine().begin() as conn:
@@ -263,6 +289,8 @@ def cloudwatch_metrics_history(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dg.MaterializeResult:
+    if skipped := skip_if_erased(context, warehouse, anonymizer, cloud):
+        return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
     rows = derive.metrics_history_rows(d.scan["detections"], d.training, d.collected_at)
     with warehouse.engine().begin() as conn:

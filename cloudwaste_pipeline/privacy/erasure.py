@@ -1,0 +1,360 @@
+"""GDPR erasure: remove every row derived from one user or account, and keep it removed.
+
+What one erasure removes, in one transaction:
+
+- an **account**: every ML row keyed by its ``account_hash`` (training rows, lifecycle events,
+  metric series, actions on its resources, cost trends) and, in the raw store, its raw scans,
+  scan errors, outbox events and the quarantine rows whose payload names it;
+- a **user**: their preferences and actions (``user_hash``), the lifecycle events their actions
+  made (``source_event_hash``), their outbox events and the quarantine rows naming them. The
+  training labels their actions set are recomputed from the actions that remain, and so is the
+  ``waste_eliminated`` of the cost trends their deletions counted in. The **accounts they own**
+  per the accounts file are erased with them: an account's scans describe its owner's cloud, so
+  they are the owner's data. Accounts the file does not list (or no file) are not guessed at:
+  erase them by account id.
+
+Every erased subject gets a tombstone (``erasure_tombstones``: kind and hash only). The scan
+assets, the action batch and the cost trends skip tombstoned subjects, so re-materializing a day,
+replaying the outbox or rebuilding a month cannot bring the rows back, and exports and training,
+which read these tables, no longer see them.
+
+Export files already written cannot be unwritten by the warehouse: the report lists those that
+hold the subject (``exported_files``) so the operator can re-export or delete them. They are
+found from the export manifests under the exports folder: per exported dataset, the Parquet
+file's hash columns alone are read (columnar, cheap), else the CSV or JSON file is scanned for the
+subject's hashes as bytes (a 64-hex HMAC cannot occur by chance). Every format of a dataset holds
+the same rows, so a hit lists them all. Exports published to S3 are not searched: only the
+local exports folder (``$CLOUDWASTE_HOME/ml_datasets``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_user
+from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline.warehouse.load import insert_new
+
+HASH_COLUMNS = ("account_hash", "user_hash")
+"""The exported columns that can name a subject."""
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One erased user or account. ``raw_id`` only matches raw-store rows; it is never stored."""
+
+    kind: str  # user, account
+    hash: str
+    raw_id: str
+    provider: str | None = None
+
+
+@dataclass
+class ErasureReport:
+    """What an erasure did, by hash and count only: safe to print, log and attach to a ticket."""
+
+    subjects: list[dict[str, str]]
+    removed: dict[str, int]
+    relabelled_rows: int = 0
+    tombstones_added: int = 0
+    exported_files: list[str] = field(default_factory=list)
+
+    @property
+    def total_removed(self) -> int:
+        return sum(self.removed.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "subjects": self.subjects,
+            "rows_removed": self.removed,
+            "total_rows_removed": self.total_removed,
+            "training_rows_relabelled": self.relabelled_rows,
+            "tombstones_added": self.tombstones_added,
+            "exported_files_holding_subject": self.exported_files,
+        }
+
+
+def subjects_for(
+    key: bytes,
+    *,
+    user_id: str | None = None,
+    account_id: str | None = None,
+    provider: str = "aws",
+    accounts: Sequence[Account] = (),
+) -> list[Subject]:
+    """The user and/or account asked for, plus the accounts the user owns per ``accounts``."""
+    if not user_id and not account_id:
+        raise ValueError("give user_id or account_id (or both)")
+    found: dict[tuple[str, str], Subject] = {}
+    if user_id:
+        found["user", user_id] = Subject("user", hash_user(user_id, key), user_id)
+        for account in accounts:
+            if account.owner_user_id == user_id:
+                subject = Subject(
+                    "account",
+                    hash_id("account", account.provider, account.cloud_id, key),
+                    account.cloud_id,
+                    account.provider,
+                )
+                found["account", subject.hash] = subject
+    if account_id:
+        subject = Subject(
+            "account", hash_id("account", provider, account_id, key), account_id, provider
+        )
+        found["account", subject.hash] = subject
+    return list(found.values())
+
+
+def erased_hashes(conn: Connection, kind: str) -> set[str]:
+    tombstones = schema.erasure_tombstones
+    return set(
+        conn.execute(
+            sa.select(tombstones.c.subject_hash).where(tombstones.c.kind == kind)
+        ).scalars()
+    )
+
+
+def is_erased(conn: Connection, kind: str, subject_hash: str) -> bool:
+    tombstones = schema.erasure_tombstones
+    found = conn.execute(
+        sa.select(tombstones.c.id).where(
+            tombstones.c.kind == kind, tombstones.c.subject_hash == subject_hash
+        )
+    ).first()
+    return found is not None
+
+
+def _delete(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> int:
+    return conn.execute(sa.delete(table).where(where)).rowcount or 0
+
+
+def _mentions(subjects: Iterable[Subject]) -> re.Pattern[str] | None:
+    """Whole-token matches of the raw ids: ``user-4`` must not match ``user-42``, while an ARN
+    (``...:123456789012:volume/...``) or an Azure path (``/subscriptions/<id>/``) names its
+    account. Case-insensitive: Azure ids are."""
+    ids = sorted({s.raw_id for s in subjects if s.raw_id}, key=len, reverse=True)
+    if not ids:
+        return None
+    alternatives = "|".join(re.escape(i) for i in ids)
+    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
+
+
+def _quarantine_ids(conn: Connection, pattern: re.Pattern[str]) -> list[int]:
+    """Quarantine rows whose payload names a subject. Read in Python: the payload's shape varies
+    (a bad event, a raw line) and quarantine is small (raw retention)."""
+    quarantine = schema.quarantine
+    # yield_per on the statement, not the connection: that would stream every later statement
+    # of the caller's transaction too (a server-side cursor cannot DELETE on PostgreSQL).
+    result = conn.execute(
+        sa.select(quarantine.c.id, quarantine.c.payload, quarantine.c.source_ref).execution_options(
+            yield_per=1_000
+        )
+    )
+    return [
+        row.id
+        for row in result
+        if pattern.search(json.dumps(row.payload, default=str)) or pattern.search(row.source_ref)
+    ]
+
+
+def _user_action_fallout(
+    conn: Connection, user_hashes: list[str], account_hashes: list[str]
+) -> tuple[list[str], list[str], set[tuple[str, str]]]:
+    """The erased users' actions on accounts that stay: (event hashes, resource hashes,
+    (account_hash, month) of deletions): what the actions changed elsewhere."""
+    actions = schema.user_action_patterns
+    if not user_hashes:
+        return [], [], set()
+    rows = queries.frame(
+        conn,
+        sa.select(
+            actions.c.event_hash,
+            actions.c.resource_hash,
+            actions.c.account_hash,
+            actions.c.action_at,
+        ).where(
+            actions.c.user_hash.in_(user_hashes), actions.c.account_hash.not_in(account_hashes)
+        ),
+    )
+    if rows.empty:
+        return [], [], set()
+    months = {
+        (a, pd.Timestamp(t).strftime("%Y-%m"))
+        for a, t in zip(rows["account_hash"], rows["action_at"], strict=True)
+    }
+    return list(rows["event_hash"]), list(rows["resource_hash"]), months
+
+
+def erase(
+    conn: Connection,
+    key: bytes,
+    *,
+    user_id: str | None = None,
+    account_id: str | None = None,
+    provider: str = "aws",
+    accounts: Sequence[Account] = (),
+    exports_dir: Path | None = None,
+    reason: str | None = None,
+    now: datetime,
+) -> ErasureReport:
+    """Erase a user and/or an account on ``conn`` (the caller's transaction: all or nothing).
+
+    Idempotent: a second call removes nothing and adds no tombstone, so it is also how to sweep
+    rows a scan run that overlapped the first call may have written.
+    """
+    subjects = subjects_for(
+        key, user_id=user_id, account_id=account_id, provider=provider, accounts=accounts
+    )
+    users = sorted(s.hash for s in subjects if s.kind == "user")
+    accts = sorted(s.hash for s in subjects if s.kind == "account")
+    raw_accounts = [(s.provider, s.raw_id) for s in subjects if s.kind == "account"]
+    raw_users = [s.raw_id for s in subjects if s.kind == "user"]
+    removed: dict[str, int] = {}
+
+    def count(table: sa.Table, where: sa.ColumnElement[bool]) -> None:
+        removed[table.fullname] = removed.get(table.fullname, 0) + _delete(conn, table, where)
+
+    events, resources, months = _user_action_fallout(conn, users, accts)
+    actions, lifecycle = schema.user_action_patterns, schema.resource_lifecycle_events
+    count(schema.user_preferences, schema.user_preferences.c.user_hash.in_(users))
+    count(actions, sa.or_(actions.c.user_hash.in_(users), actions.c.account_hash.in_(accts)))
+    count(lifecycle, lifecycle.c.account_hash.in_(accts))
+    for chunk in queries.in_chunks(events):
+        count(lifecycle, lifecycle.c.source_event_hash.in_(chunk))
+    for table in (schema.ml_training_data, schema.cloudwatch_metrics_history):
+        count(table, table.c.account_hash.in_(accts))
+    count(schema.cost_trend_data, schema.cost_trend_data.c.account_hash.in_(accts))
+
+    relabelled = 0
+    ml = schema.ml_training_data
+    for chunk in queries.in_chunks(resources):
+        conn.execute(sa.update(ml).where(ml.c.resource_hash.in_(chunk)).values(user_action=None))
+        relabelled += queries.apply_labels(conn, ml.c.resource_hash.in_(chunk))
+    if months:
+        queries.refresh_waste_eliminated(conn, months, now.replace(tzinfo=None))
+
+    for table in (schema.raw_scans, schema.scan_errors):
+        count(table, _raw_account_match(table, raw_accounts))
+    outbox = schema.resource_action_events
+    count(outbox, sa.or_(outbox.c.user_id.in_(raw_users), _raw_account_match(outbox, raw_accounts)))
+    pattern = _mentions(subjects)
+    ids = _quarantine_ids(conn, pattern) if pattern else []
+    removed[schema.quarantine.fullname] = sum(
+        _delete(conn, schema.quarantine, schema.quarantine.c.id.in_(chunk))
+        for chunk in _int_chunks(ids)
+    )
+
+    tombstones = pd.DataFrame(
+        [
+            {
+                "kind": s.kind,
+                "subject_hash": s.hash,
+                "reason": (reason or "")[:200] or None,
+                "requested_at": now.replace(tzinfo=None),
+            }
+            for s in subjects
+        ]
+    )
+    added = insert_new(conn, schema.erasure_tombstones, tombstones, ["kind", "subject_hash"])
+    return ErasureReport(
+        subjects=[{"kind": s.kind, "hash": s.hash} for s in subjects],
+        removed=removed,
+        relabelled_rows=relabelled,
+        tombstones_added=added,
+        exported_files=exported_files(exports_dir, users + accts) if exports_dir else [],
+    )
+
+
+def _raw_account_match(
+    table: sa.Table, raw_accounts: list[tuple[str | None, str]]
+) -> sa.ColumnElement[bool]:
+    return sa.or_(
+        sa.false(),
+        *(sa.and_(table.c.provider == p, table.c.account_id == a) for p, a in raw_accounts),
+    )
+
+
+def _int_chunks(values: list[int], size: int = 5_000) -> Iterator[list[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def drop_erased_events(conn: Connection, events: pd.DataFrame, key: bytes) -> pd.DataFrame:
+    """Outbox events of erased users or accounts: deleted (they hold raw ids of a subject that
+    must stay gone), neither stored nor quarantined. Returns the events that remain."""
+    if events.empty:
+        return events
+    users, accts = erased_hashes(conn, "user"), erased_hashes(conn, "account")
+    if not users and not accts:
+        return events
+    erased = [
+        hash_user(str(u), key) in users or hash_id("account", str(p), str(a), key) in accts
+        for u, p, a in zip(events["user_id"], events["provider"], events["account_id"], strict=True)
+    ]
+    mask = pd.Series(erased, index=events.index)
+    outbox = schema.resource_action_events
+    for chunk in _int_chunks([int(s) for s in events.loc[mask, "seq"]]):
+        conn.execute(sa.delete(outbox).where(outbox.c.seq.in_(chunk)))
+    return events[~mask].reset_index(drop=True)
+
+
+def _file_holds(path: Path, hashes: set[str]) -> bool:
+    """Whether an exported file holds one of ``hashes``: Parquet by its hash columns, any other
+    format (gzipped or not) by a streamed byte search, with an overlap so that a hash split
+    across two blocks is still seen."""
+    if path.suffix == ".parquet":
+        names = set(pq.read_schema(path).names)
+        columns = [c for c in HASH_COLUMNS if c in names]
+        if not columns:
+            return False
+        table = pq.read_table(path, columns=columns)
+        return any(bool(set(table.column(c).to_pylist()) & hashes) for c in columns)
+    needles = [h.encode() for h in hashes]
+    overlap = max(len(n) for n in needles) - 1
+    tail = b""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            window = tail + block
+            if any(n in window for n in needles):
+                return True
+            tail = window[-overlap:]
+    return False
+
+
+def exported_files(exports_dir: Path, hashes: Iterable[str]) -> list[str]:
+    """Files listed by the manifests under ``exports_dir`` that hold one of ``hashes``.
+
+    One format per dataset is searched (Parquet first: only its hash columns are read); all the
+    dataset's files are reported, since every format holds the same rows.
+    """
+    wanted = set(hashes)
+    if not wanted or not exports_dir.exists():
+        return []
+    hits: list[str] = []
+    for manifest in sorted(exports_dir.rglob("manifest_*.json")):
+        listed = json.loads(manifest.read_text()).get("files", {})
+        by_dataset: dict[str, list[Path]] = {}
+        for name, entry in listed.items():
+            # ``name`` in the current manifests, ``path`` (a file name too) in earlier ones.
+            path = manifest.parent / Path(str(entry.get("name") or entry.get("path", ""))).name
+            if path.exists():
+                by_dataset.setdefault(name.rsplit(".", 1)[0], []).append(path)
+        for paths in by_dataset.values():
+            order = {".parquet": 0, ".csv": 1, ".json": 2}
+            probe = min(paths, key=lambda p: order.get(p.suffix, 3))
+            if _file_holds(probe, wanted):
+                hits.extend(str(p) for p in sorted(paths))
+    return hits
