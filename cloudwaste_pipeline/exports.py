@@ -297,6 +297,32 @@ class _Writers:
             )
 
     def write(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Rows as tuples of warehouse values (JSON columns as Python objects)."""
+        self._write_text(rows)
+        if self._parquet is not None and rows:
+            arrays = [
+                pa.array([_arrow_value(kind, row[i]) for row in rows], type=self.schema[i].type)
+                for i, kind in enumerate(self.kinds)
+            ]
+            self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
+
+    def write_batch(self, batch: pa.RecordBatch) -> None:
+        """An Arrow batch already in the Parquet schema (JSON columns as JSON text): Parquet
+        takes it as it is; JSON and CSV get rows, JSON text parsed back so JSON nests."""
+        if self._json is not None or self._csv is not None:
+            columns = [
+                [None if v is None else json.loads(v) for v in column.to_pylist()]
+                if kind == "json"
+                else column.to_pylist()
+                for column, kind in zip(batch.columns, self.kinds, strict=True)
+            ]
+            self._write_text(list(zip(*columns, strict=True)))
+        else:
+            self.rows += batch.num_rows
+        if self._parquet is not None and batch.num_rows:
+            self._parquet.write_batch(batch)
+
+    def _write_text(self, rows: Sequence[Sequence[Any]]) -> None:
         if self._json is not None:
             for row in rows:
                 self._json.write(",\n" if self.rows else "\n")
@@ -307,12 +333,6 @@ class _Writers:
             self.rows += len(rows)
         if self._csv is not None:
             self._csv.writerows([flat(v) for v in row] for row in rows)
-        if self._parquet is not None and rows:
-            arrays = [
-                pa.array([_arrow_value(kind, row[i]) for row in rows], type=self.schema[i].type)
-                for i, kind in enumerate(self.kinds)
-            ]
-            self._parquet.write_table(pa.Table.from_arrays(arrays, schema=self.schema))
 
     def close(self) -> None:
         if self._json is not None:
@@ -340,6 +360,63 @@ def read_chunks(engine: Engine, query: sa.Select[Any]) -> Iterator[list[tuple[An
         result = conn.execution_options(stream_results=True, yield_per=CHUNK_ROWS).execute(query)
         for partition in result.partitions(CHUNK_ROWS):
             yield [tuple(r) for r in partition]
+
+
+def read_batches_copy(
+    engine: Engine, query: sa.Select[Any], schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """PostgreSQL: ``COPY (query) TO STDOUT`` as CSV, parsed by Arrow as it streams.
+
+    No Python object per value: the server formats, Arrow's C++ parser types each column from
+    the export schema, and batches go straight to the Parquet writer. About 10x the rate of
+    fetching rows through a cursor, with memory bounded by Arrow's block size. JSON columns come
+    as PostgreSQL's jsonb text (same values as the row path, keys in jsonb's order).
+    """
+    import threading
+
+    import pyarrow.csv as pacsv
+
+    compiled = query.compile(dialect=engine.dialect)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        select = cursor.mogrify(str(compiled), compiled.construct_params()).decode()
+        read_fd, write_fd = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with os.fdopen(write_fd, "wb") as sink:
+                    cursor.copy_expert(f"COPY ({select}) TO STDOUT WITH (FORMAT csv)", sink)
+            except BaseException as exc:  # reported by the consumer below
+                failure.append(exc)
+
+        producer = threading.Thread(target=produce, name="export-copy", daemon=True)
+        producer.start()
+        try:
+            with os.fdopen(read_fd, "rb") as source:
+                if not source.peek(1):
+                    return  # no row in the window (Arrow refuses an empty CSV)
+                reader = pacsv.open_csv(
+                    source,
+                    read_options=pacsv.ReadOptions(column_names=schema.names, block_size=1 << 22),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=schema,
+                        strings_can_be_null=True,  # an unquoted empty field is NULL...
+                        quoted_strings_can_be_null=False,  # ...a quoted one is ''
+                        true_values=["t"],
+                        false_values=["f"],
+                    ),
+                )
+                yield from reader
+        finally:
+            producer.join()
+        if failure:
+            raise failure[0]
+    finally:
+        raw.rollback()
+        raw.close()
 
 
 def sha256(path: Path) -> str:
@@ -489,9 +566,15 @@ def export_window(
             progress.begin(dataset.name, count_rows(engine, dataset, start, end), "rows")
             writers = _Writers(staging, dataset, stamp, formats, compression)
             try:
-                for rows in read_chunks(engine, window_query(dataset, start, end)):
-                    writers.write(rows)
-                    progress.advance(len(rows))
+                query = window_query(dataset, start, end)
+                if engine.dialect.name == "postgresql":
+                    for batch in read_batches_copy(engine, query, writers.schema):
+                        writers.write_batch(batch)
+                        progress.advance(batch.num_rows)
+                else:
+                    for rows in read_chunks(engine, query):
+                        writers.write(rows)
+                        progress.advance(len(rows))
                 writers.close()
             except BaseException:
                 writers.abort()

@@ -204,6 +204,16 @@ def test_export_matches_the_warehouse_row_for_row_in_every_format(engine: Engine
             assert entry["rows"] == len(expected)
 
 
+def test_an_empty_window_exports_empty_files_on_both_engines(engine: Engine, tmp_path):
+    """No row in the window (PostgreSQL's COPY path then gets no CSV at all): empty datasets,
+    each file still a valid empty document, and the manifest says 0 rows."""
+    result = export_window(engine, LocalDestination(tmp_path), MONDAY, SUNDAY)
+    assert result.row_counts == {"ml_training_data": 0, "user_action_patterns": 0, "cost_trends": 0}
+    for dataset in exports.datasets():
+        for fmt in exports.FORMATS:
+            assert read_export(tmp_path / f"{dataset.name}_{STAMP}.{fmt}") == []
+
+
 def test_a_rerun_replaces_the_files_and_a_failure_mid_export_leaves_none(
     week: Engine, tmp_path, monkeypatch
 ):
