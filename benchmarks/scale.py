@@ -198,7 +198,7 @@ def stage_raw_copy(url: str, rows: int, scan_size: int, with_indexes: bool) -> d
 
     from cloudwaste_pipeline.privacy.anonymize import load_key
     from cloudwaste_pipeline.privacy.derive import training_rows
-    from cloudwaste_pipeline.warehouse.load import _csv_field, prepare
+    from cloudwaste_pipeline.warehouse.load import csv_lines, prepare
 
     engine, key = _engine(url), load_key()
     name = "copy_ref" if with_indexes else "copy_bare"
@@ -214,10 +214,7 @@ def stage_raw_copy(url: str, rows: int, scan_size: int, with_indexes: bool) -> d
         for day, detections in scans(rows, scan_size):
             names, values = prepare(table, training_rows(detections, key, day, collected))
             is_json = [isinstance(table.c[n].type, sa.JSON) for n in names]
-            text = "".join(
-                ",".join(_csv_field(v, j) for v, j in zip(row, is_json, strict=True)) + "\n"
-                for row in values
-            )
+            text = csv_lines(values, is_json)
             statement = f"COPY {name}.ml_training_data ({', '.join(names)}) FROM STDIN (FORMAT csv)"
             started = time.perf_counter()
             cursor.copy_expert(statement, io.StringIO(text))

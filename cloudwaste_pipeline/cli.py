@@ -28,6 +28,8 @@ class TqdmProgress(ExportProgress):
     """One tqdm bar per dataset (rows) and per upload (bytes), on stderr: stdout keeps only
     the summary lines, so it can be piped."""
 
+    wants_totals = True
+
     def __init__(self, disable: bool = False) -> None:
         self.disable = disable
         self.bar: tqdm | None = None

@@ -154,7 +154,13 @@ def stale_names(name: str) -> list[str]:
 
 
 class ExportProgress:
-    """Hooks for a progress display (the CLI's tqdm bars); the default shows nothing."""
+    """Hooks for a progress display (the CLI's tqdm bars); the default shows nothing.
+
+    ``wants_totals``: whether ``begin`` needs each dataset's row count, which costs a
+    ``COUNT(*)`` of the window per dataset: only a display that shows totals asks for it.
+    """
+
+    wants_totals = False
 
     def begin(self, label: str, total: int | None, unit: str) -> None:
         """A new stage: one dataset's rows, or one file's upload in bytes."""
@@ -563,7 +569,8 @@ def export_window(
     with destination.staging() as staging:
         staged: list[Path] = []
         for dataset in datasets():
-            progress.begin(dataset.name, count_rows(engine, dataset, start, end), "rows")
+            total = count_rows(engine, dataset, start, end) if progress.wants_totals else None
+            progress.begin(dataset.name, total, "rows")
             writers = _Writers(staging, dataset, stamp, formats, compression)
             try:
                 query = window_query(dataset, start, end)

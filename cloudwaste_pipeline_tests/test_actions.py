@@ -51,6 +51,27 @@ def a_detected_resource() -> str:
     return payload["detections"][-1]["resource_id"]
 
 
+def _tick(cursor: str | None) -> Any:
+    """One sensor evaluation from nothing but the durable cursor, as after a daemon restart."""
+    return defs.resolve_sensor_def("user_action_sensor").evaluate_tick(
+        dg.build_sensor_context(
+            instance=dg.DagsterInstance.get(), cursor=cursor, resources=defs.resources
+        )
+    )
+
+
+def _launch(tick: Any) -> list[str]:
+    """Run what the tick asked for, tagged with its run_key as the daemon tags a launched run."""
+    for request in tick.run_requests:
+        result = defs.resolve_job_def("user_actions_job").execute_in_process(
+            instance=dg.DagsterInstance.get(),
+            run_config=request.run_config,
+            tags={**request.tags, "dagster/run_key": request.run_key},
+        )
+        assert result.success
+    return [r.run_key for r in tick.run_requests]
+
+
 def test_bad_events_are_quarantined_and_good_ones_still_land(demo):
     now = settings.now().replace(tzinfo=None)
     base = {
@@ -119,20 +140,14 @@ def test_the_sensor_relaunches_a_failed_range_under_a_new_key(demo, monkeypatch)
     monkeypatch.undo()
     with api.engine().connect() as conn:
         newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
-    cursor = json.dumps({"last_seq": newest, "in_flight": {"1-2": 0}})
-    sensor = defs.resolve_sensor_def("user_action_sensor")
-    tick = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=cursor, resources=defs.resources)
-    )
+    tick = _tick(json.dumps({"last_seq": newest, "in_flight": {"1-2": 0}}))
     assert [r.run_key for r in tick.run_requests] == ["actions:1-2:retry1"]
     assert json.loads(tick.cursor)["in_flight"] == {"1-2": 1}
     retried = defs.resolve_job_def("user_actions_job").execute_in_process(
         instance=instance, tags={RANGE_TAG: "1-2"}, raise_on_error=False
     )
     assert retried.success
-    done = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=defs.resources)
-    )
+    done = _tick(tick.cursor)
     assert not done.run_requests and json.loads(done.cursor)["in_flight"] == {}
 
 
@@ -170,18 +185,7 @@ def test_one_action_one_tick_updates_all_four_tables(demo):
         resource_id=detection["resource_id"],
         action="deleted",
     )
-    instance = dg.DagsterInstance.get()
-    tick = defs.resolve_sensor_def("user_action_sensor").evaluate_tick(
-        dg.build_sensor_context(
-            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
-        )
-    )
-    (request,) = tick.run_requests
-    assert (
-        defs.resolve_job_def("user_actions_job")
-        .execute_in_process(instance=instance, run_config=request.run_config, tags=request.tags)
-        .success
-    )
+    assert len(_launch(_tick(json.dumps({"last_seq": newest})))) == 1  # each run succeeds
     with api.engine().connect() as conn:
         pattern = conn.execute(
             sa.select(schema.user_action_patterns).where(
@@ -238,27 +242,6 @@ def test_collection_target_checks_compare_the_stats_with_their_targets(demo):
     assert rate.passed == (stats["user_action_rate_pct"] >= USER_ACTION_RATE_TARGET_PCT)
     per_scan = evaluations["records_per_scan"]
     assert per_scan.passed == (stats["records_per_scan"] >= RECORDS_PER_SCAN_TARGET)
-
-
-def _tick(cursor: str | None) -> Any:
-    """One sensor evaluation from nothing but the durable cursor, as after a daemon restart."""
-    return defs.resolve_sensor_def("user_action_sensor").evaluate_tick(
-        dg.build_sensor_context(
-            instance=dg.DagsterInstance.get(), cursor=cursor, resources=defs.resources
-        )
-    )
-
-
-def _launch(tick: Any) -> list[str]:
-    """Run what the tick asked for, tagged with its run_key as the daemon tags a launched run."""
-    for request in tick.run_requests:
-        result = defs.resolve_job_def("user_actions_job").execute_in_process(
-            instance=dg.DagsterInstance.get(),
-            run_config=request.run_config,
-            tags={**request.tags, "dagster/run_key": request.run_key},
-        )
-        assert result.success
-    return [r.run_key for r in tick.run_requests]
 
 
 def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_nothing(demo):

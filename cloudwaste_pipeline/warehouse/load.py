@@ -221,6 +221,13 @@ def _csv_field(value: Any, is_json: bool) -> str:
     return _quote(str(value))
 
 
+def csv_lines(rows: Sequence[tuple[Any, ...]], is_json: Sequence[bool]) -> str:
+    """Rows of plain values as the CSV ``COPY ... (FORMAT csv)`` reads, one line per row."""
+    return "".join(
+        ",".join(_csv_field(v, j) for v, j in zip(row, is_json, strict=True)) + "\n" for row in rows
+    )
+
+
 def _copy(conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> int:
     preparer = conn.dialect.identifier_preparer
     statement = (
@@ -233,11 +240,7 @@ def _copy(conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
         for chunk in _chunks(rows):
-            buffer = io.StringIO()
-            for row in chunk:
-                buffer.write(",".join(_csv_field(v, j) for v, j in zip(row, is_json, strict=True)))
-                buffer.write("\n")
-            buffer.seek(0)
+            buffer = io.StringIO(csv_lines(chunk, is_json))
             try:
                 cursor.copy_expert(statement, buffer)
             except dbapi.Error as exc:
