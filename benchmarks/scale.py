@@ -129,7 +129,7 @@ def _engine(url: str) -> Any:
 def stage_load(url: str, rows: int, scan_size: int) -> dict[str, float]:
     """Ours: derive (anonymize) each scan, bulk_insert it; generation is not timed."""
     from cloudwaste_pipeline.privacy.anonymize import load_key
-    from cloudwaste_pipeline.privacy.derive import training_rows
+    from cloudwaste_pipeline.privacy.derive import training_row_chunks
     from cloudwaste_pipeline.warehouse import schema
     from cloudwaste_pipeline.warehouse.load import bulk_insert
 
@@ -138,9 +138,9 @@ def stage_load(url: str, rows: int, scan_size: int) -> dict[str, float]:
     spent, count = 0.0, 0
     for day, detections in scans(rows, scan_size):
         started = time.perf_counter()
-        frame = training_rows(detections, key, day, collected)
         with engine.begin() as conn:
-            count += bulk_insert(conn, schema.ml_training_data, frame)
+            frames = training_row_chunks(detections, key, day, collected)
+            count += bulk_insert(conn, schema.ml_training_data, frames)
         spent += time.perf_counter() - started
     return {"rows": count, "seconds": spent, "rss": peak_rss_mb()}
 
@@ -198,7 +198,7 @@ def stage_raw_copy(url: str, rows: int, scan_size: int, with_indexes: bool) -> d
 
     from cloudwaste_pipeline.privacy.anonymize import load_key
     from cloudwaste_pipeline.privacy.derive import training_rows
-    from cloudwaste_pipeline.warehouse.load import csv_lines, prepare
+    from cloudwaste_pipeline.warehouse.load import csv_lines, prepare_columns
 
     engine, key = _engine(url), load_key()
     name = "copy_ref" if with_indexes else "copy_bare"
@@ -212,15 +212,14 @@ def stage_raw_copy(url: str, rows: int, scan_size: int, with_indexes: bool) -> d
     try:
         cursor = raw.cursor()
         for day, detections in scans(rows, scan_size):
-            names, values = prepare(table, training_rows(detections, key, day, collected))
-            is_json = [isinstance(table.c[n].type, sa.JSON) for n in names]
-            text = csv_lines(values, is_json)
+            names, columns = prepare_columns(table, training_rows(detections, key, day, collected))
+            text = csv_lines(table, names, columns)
             statement = f"COPY {name}.ml_training_data ({', '.join(names)}) FROM STDIN (FORMAT csv)"
             started = time.perf_counter()
             cursor.copy_expert(statement, io.StringIO(text))
             raw.commit()
             spent += time.perf_counter() - started
-            count += len(values)
+            count += len(columns[0])
     finally:
         raw.close()
     return {"rows": count, "seconds": spent, "rss": peak_rss_mb()}

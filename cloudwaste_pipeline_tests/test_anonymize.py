@@ -374,6 +374,27 @@ def test_summarize_metric_rounds_and_ignores_nan() -> None:
     assert summary["trend"] == "stable"
 
 
+finite_floats = st.floats(min_value=-1e9, max_value=1e9, allow_nan=False)
+
+
+@given(st.lists(finite_floats, min_size=1, max_size=60))
+def test_summarize_metric_agrees_with_numpy(values: list[float]) -> None:
+    """The plain-Python aggregates are numpy's (linear percentiles, mean), to rounding."""
+    summary = summarize_metric(values)
+    assert summary is not None
+    expected = np.percentile(values, [50, 95, 99], method="linear")
+    for name, value in zip(("p50", "p95", "p99"), expected, strict=True):
+        assert summary[name] == pytest.approx(round(float(value), 4), rel=1e-9, abs=1e-4)
+    assert summary["avg"] == pytest.approx(float(np.mean(values)), rel=1e-9, abs=1e-4)
+    assert summary["n"] == len(values)
+
+
+def test_trend_of_a_numpy_array_ignores_non_finite_values() -> None:
+    series = np.array([[1.0, np.inf], [2.0, np.nan], [3.0, 4.0]])
+    assert calculate_trend(series) == "increasing"
+    assert summarize_metric(series) == summarize_metric([1.0, 2.0, 3.0, 4.0])
+
+
 @pytest.mark.parametrize("values", [[], [float("nan")]])
 def test_summarize_metric_empty(values: list[float]) -> None:
     assert summarize_metric(values) is None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -338,6 +339,40 @@ def test_a_failure_inside_replace_rows_rolls_back_the_delete(engine: Engine) -> 
     # The connection pool is healthy afterwards (the aborted transaction was rolled back).
     with engine.begin() as conn:
         assert replace_rows(conn, table, where, partition(SCAN_DAY, 2)) == (3, 2)
+
+
+def test_a_stream_of_frames_is_one_load_and_a_bad_later_frame_takes_it_all_back(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames from a generator load as one stream (pieces smaller than a frame; the first frame
+    lacks a column the others have); a value that cannot convert in the third frame raises the
+    conversion error by column name, and the delete and the first two frames roll back."""
+    monkeypatch.setattr(load, "COPY_PIECE_ROWS", 2)
+    table = schema.ml_training_data
+    where = table.c.scan_date == SCAN_DAY
+    pulled: list[int] = []
+
+    def frames(bad: bool) -> Iterator[pd.DataFrame]:
+        for n in range(3):
+            pulled.append(n)
+            rows = [training_row(10 * n + i) for i in range(5)]
+            frame = pd.DataFrame(rows)
+            if n == 0:
+                frame = frame.drop(columns=["resource_config"])
+            if bad and n == 2:
+                frame["resource_age_days"] = frame["resource_age_days"].astype(float) + 0.5
+            yield frame
+
+    with engine.begin() as conn:
+        assert replace_rows(conn, table, where, frames(bad=False)) == (0, 15)
+    assert pulled == [0, 1, 2]
+    assert count(engine, table, table.c.resource_config.is_(None)) == 5
+    with (
+        pytest.raises(ValueError, match=r"ml_training_data\.resource_age_days: not an integer"),
+        engine.begin() as conn,
+    ):
+        replace_rows(conn, table, where, frames(bad=True))
+    assert count(engine, table, where) == 15
 
 
 # --- insert_new -----------------------------------------------------------------------------

@@ -7,7 +7,8 @@ so a re-run of a partition produces the same rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -18,8 +19,8 @@ from cloudwaste_pipeline.privacy.anonymize import (
     generalize_region,
     hash_event,
     hash_id,
-    hash_series,
     hash_user,
+    hash_values,
     summarize_metric,
     whitelist_config,
 )
@@ -68,50 +69,71 @@ def metrics_summary(metrics: Mapping[str, Iterable[Iterable[Any]]] | None) -> di
     return {k: v for k, v in summary.items() if v is not None} or None
 
 
+def _field(detections: list[dict[str, Any]], name: str) -> list[Any]:
+    return [d[name] for d in detections]
+
+
+def _optional(detections: list[dict[str, Any]], name: str) -> list[Any]:
+    """A field a stored scan may lack (older scans) or hold as NaN: None for both."""
+    values = [d.get(name) for d in detections]
+    return [None if isinstance(v, float) and v != v else v for v in values]
+
+
 def training_rows(
     detections: list[dict[str, Any]],
     key: bytes,
     scan_date: date,
     collected_at: datetime,
 ) -> pd.DataFrame:
-    """One ``ml_training_data`` row per detection of one account's scan of one day."""
+    """One ``ml_training_data`` row per detection of one account's scan of one day.
+
+    Built from plain lists, field by field (no intermediate frame of the raw detections): the
+    rows of a backfill are derived as fast as PostgreSQL can index them.
+    """
     if not detections:
         return pd.DataFrame()
-    raw = pd.DataFrame(detections)
-    provider = raw["provider"].iloc[0]
-    created = [naive_utc(v) for v in raw["created_at"]]
-    detected = [naive_utc(v) for v in raw["detected_at"]]
-    parents = raw["parent_id"].where(raw["parent_id"].notna(), None)
-    estimated = raw["cost_monthly"].astype(float).round(4)
-    real = (
-        pd.to_numeric(raw.get("cost_real_monthly"), errors="coerce")
-        if "cost_real_monthly" in raw
-        else None
-    )
+    provider = detections[0]["provider"]
+    created = [naive_utc(v) for v in _optional(detections, "created_at")]
+    detected = [naive_utc(v) for v in _field(detections, "detected_at")]
+    types = _field(detections, "resource_type")
+    estimated = [round(float(v), 4) for v in _field(detections, "cost_monthly")]
+    has_real = any("cost_real_monthly" in d for d in detections)
     return pd.DataFrame(
         {
-            "account_hash": hash_series("account", provider, raw["account_id"], key),
-            "resource_hash": hash_series("resource", provider, raw["resource_id"], key),
-            "resource_type": raw["resource_type"],
-            "provider": raw["provider"],
-            "region_anonymized": [generalize_region(provider, r) for r in raw["region"]],
+            "account_hash": hash_values("account", provider, _field(detections, "account_id"), key),
+            "resource_hash": hash_values(
+                "resource", provider, _field(detections, "resource_id"), key
+            ),
+            "resource_type": types,
+            "provider": _field(detections, "provider"),
+            "region_anonymized": [
+                generalize_region(provider, r) for r in _field(detections, "region")
+            ],
             "resource_age_days": [
                 max((d - c).days, 0) if c else 0 for c, d in zip(created, detected, strict=True)
             ],
-            "detection_scenario": raw["detection_scenario"],
-            "confidence_level": raw["confidence_level"],
-            "metrics_summary": [metrics_summary(m) for m in raw["metrics"]],
+            "detection_scenario": _field(detections, "detection_scenario"),
+            "confidence_level": _field(detections, "confidence_level"),
+            "metrics_summary": [metrics_summary(m) for m in _optional(detections, "metrics")],
             "cost_monthly": estimated,
-            "cost_source": raw["cost_source"],
-            **real_cost_columns(estimated, real, raw.get("cost_real_reason")),
+            "cost_source": _optional(detections, "cost_source"),
+            **real_cost_columns(
+                estimated,
+                _optional(detections, "cost_real_monthly") if has_real else None,
+                _optional(detections, "cost_real_reason"),
+            ),
             "resource_config": [
                 whitelist_config(t, c or {})
-                for t, c in zip(raw["resource_type"], raw["config"], strict=True)
+                for t, c in zip(types, _optional(detections, "config"), strict=True)
             ],
-            "tags_anonymized": [anonymize_tags(t or {}) or None for t in raw["tags"]],
-            "parent_resource_hash": hash_series("resource", provider, parents, key),
-            "parent_resource_type": raw["parent_type"].where(raw["parent_type"].notna(), None),
-            "parent_resource_state": raw["parent_state"].where(raw["parent_state"].notna(), None),
+            "tags_anonymized": [
+                anonymize_tags(t or {}) or None for t in _optional(detections, "tags")
+            ],
+            "parent_resource_hash": hash_values(
+                "resource", provider, _optional(detections, "parent_id"), key
+            ),
+            "parent_resource_type": _optional(detections, "parent_type"),
+            "parent_resource_state": _optional(detections, "parent_state"),
             "temporal_features": [temporal_features(c) for c in created],
             "detected_at": detected,
             "created_at": naive_utc(collected_at),
@@ -120,17 +142,51 @@ def training_rows(
     )
 
 
+def training_row_chunks(
+    detections: list[dict[str, Any]],
+    key: bytes,
+    scan_date: date,
+    collected_at: datetime,
+    size: int = 250,
+) -> Iterator[pd.DataFrame]:
+    """``training_rows`` a few detections at a time, lazily.
+
+    Fed to ``load.bulk_insert``, the rows of a large scan are derived while PostgreSQL indexes
+    the previous few: client and server work side by side instead of in turn.
+    """
+    for start in range(0, len(detections), size):
+        yield training_rows(detections[start : start + size], key, scan_date, collected_at)
+
+
+def _number(value: Any) -> float | None:
+    """A cost as stored in a scan (number, numeric text, None, NaN) as a float or None."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
 def real_cost_columns(
-    estimated: pd.Series, real: pd.Series | None, reasons: pd.Series | None
+    estimated: list[float], real: list[Any] | None, reasons: list[Any]
 ) -> dict[str, Any]:
     """Cost Explorer's figure beside the estimate (roadmap 2.2), or why there is none."""
     if real is None:
         return {"cost_real_monthly": None, "cost_real_reason": "not collected by this scan"}
-    variance = ((estimated - real) / real * 100).where(real > 0).round(2)
+    costs = [_number(v) for v in real]
     return {
-        "cost_real_monthly": real.round(4).astype(object).where(real.notna(), None),
-        "cost_variance_pct": variance.astype(object).where(variance.notna(), None),
-        "cost_real_reason": reasons.where(reasons.notna(), None) if reasons is not None else None,
+        # object columns, so a missing figure reads None, not NaN
+        "cost_real_monthly": pd.Series(
+            [None if r is None else round(r, 4) for r in costs], dtype=object
+        ),
+        "cost_variance_pct": pd.Series(
+            [
+                round((e - r) / r * 100, 2) if r is not None and r > 0 else None
+                for e, r in zip(estimated, costs, strict=True)
+            ],
+            dtype=object,
+        ),
+        "cost_real_reason": reasons,
     }
 
 

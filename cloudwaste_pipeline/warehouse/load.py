@@ -12,10 +12,9 @@ defaults (UUID ids, ``created_at``...) are filled for columns the frame does not
 
 from __future__ import annotations
 
-import io
 import math
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -117,19 +116,68 @@ def _converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
     return _keep
 
 
+def _converted(table: sa.Table, name: str, convert: Callable[[Any], Any], raw: Any) -> Any:
+    value = _plain(raw)
+    if _missing(value):
+        return None
+    try:
+        return convert(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{table.fullname}.{name}: {exc}") from exc
+
+
+def _datetimes(series: pd.Series, unit: str) -> list[Any] | None:
+    """A datetime64 column as naive-UTC datetimes (unit "us") or dates ("D"), NaT as None.
+
+    numpy converts a whole ``datetime64[us]`` array to Python objects at C speed, where going
+    value by value through ``pd.Timestamp`` cost more than the rest of a row's conversion.
+    """
+    if isinstance(series.dtype, pd.DatetimeTZDtype):
+        series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    if not pd.api.types.is_datetime64_dtype(series.dtype):
+        return None
+    return series.to_numpy(dtype=f"datetime64[{unit}]").astype(object).tolist()
+
+
 def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
+    """The column's values converted for ``table.c[name]``.
+
+    Values already of the column's Python type pass through untouched (the common case, checked
+    by exact type); anything else takes the general conversion, which also raises the error.
+    """
     convert = _converter(table.c[name])
-    values: list[Any] = []
-    for raw in series.tolist():
-        value = _plain(raw)
-        if _missing(value):
-            values.append(None)
-            continue
-        try:
-            values.append(convert(value))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{table.fullname}.{name}: {exc}") from exc
-    return values
+    if convert in (_to_datetime, _to_date):
+        converted = _datetimes(series, "us" if convert is _to_datetime else "D")
+        if converted is not None:
+            return converted
+    values = series.tolist()
+    if convert is float:
+        return [
+            v if type(v) is float and v == v else _converted(table, name, convert, v)
+            for v in values
+        ]
+    if convert is _to_datetime:
+        return [
+            v if type(v) is datetime and v.tzinfo is None else _converted(table, name, convert, v)
+            for v in values
+        ]
+    exact = _EXACT_TYPES.get(convert)
+    if exact is None:
+        return [_converted(table, name, convert, v) for v in values]
+    return [
+        v if type(v) is exact else None if v is None else _converted(table, name, convert, v)
+        for v in values
+    ]
+
+
+_EXACT_TYPES: dict[Callable[[Any], Any], type] = {
+    _to_str: str,
+    _to_int: int,
+    bool: bool,
+    _to_date: date,
+    _to_uuid: uuid.UUID,
+    _keep: dict,  # JSON objects; lists and scalars take the general path
+}
 
 
 def _default_values(column: sa.Column[Any], rows: int) -> list[Any] | None:
@@ -156,8 +204,8 @@ def check_columns(table: sa.Table, frame: pd.DataFrame) -> None:
         raise ValueError(f"{table.fullname}: no such column(s) {unknown}")
 
 
-def prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Column names and row tuples of plain values, with the table's defaults filled in."""
+def prepare_columns(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
+    """Column names and, per column, its plain values, with the table's defaults filled in."""
     check_columns(table, frame)
     rows = len(frame)
     names: list[str] = []
@@ -170,6 +218,12 @@ def prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[tuple
         if values is not None:
             names.append(column.name)
             columns.append(values)
+    return names, columns
+
+
+def prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and row tuples of plain values, with the table's defaults filled in."""
+    names, columns = prepare_columns(table, frame)
     return names, list(zip(*columns, strict=True))
 
 
@@ -202,87 +256,190 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
-def _csv_field(value: Any, is_json: bool) -> str:
-    """One CSV field: unquoted empty is NULL, so every string is quoted (``""`` is '')."""
-    if value is None:
-        return ""
-    if is_json:
-        return _quote(dumps_json(value))
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, bool):
-        return "t" if value else "f"
-    if isinstance(value, float):
-        return repr(value)  # shortest text that round-trips the double exactly
-    if isinstance(value, datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, int | date | uuid.UUID):
-        return str(value)
-    return _quote(str(value))
+def _csv_strings(values: list[Any]) -> list[str]:
+    # Every string is quoted: in CSV COPY an unquoted empty field is NULL and ``""`` is ''.
+    return ["" if v is None else '"' + v.replace('"', '""') + '"' for v in values]
 
 
-def csv_lines(rows: Sequence[tuple[Any, ...]], is_json: Sequence[bool]) -> str:
-    """Rows of plain values as the CSV ``COPY ... (FORMAT csv)`` reads, one line per row."""
-    return "".join(
-        ",".join(_csv_field(v, j) for v, j in zip(row, is_json, strict=True)) + "\n" for row in rows
-    )
+def _csv_json(values: list[Any]) -> list[str]:
+    return ["" if v is None else _quote(dumps_json(v)) for v in values]
 
 
-def _copy(conn: Connection, table: sa.Table, names: list[str], rows: list[tuple[Any, ...]]) -> int:
-    preparer = conn.dialect.identifier_preparer
-    statement = (
-        f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) "
-        "FROM STDIN WITH (FORMAT csv)"
-    )
-    is_json = [isinstance(table.c[n].type, sa.JSON) for n in names]
-    dbapi = conn.dialect.loaded_dbapi
-    _ensure_transaction(conn)
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
-        for chunk in _chunks(rows):
-            buffer = io.StringIO(csv_lines(chunk, is_json))
-            try:
-                cursor.copy_expert(statement, buffer)
-            except dbapi.Error as exc:
-                # Raise what any other statement would (IntegrityError, DataError...).
-                raise sa.exc.DBAPIError.instance(
-                    statement, None, exc, dbapi.Error, dialect=conn.dialect
-                ) from exc
-    finally:
-        cursor.close()
-    return len(rows)
+def _csv_floats(values: list[Any]) -> list[str]:
+    return ["" if v is None else repr(v) for v in values]  # shortest exact round trip
 
 
-# --- public API ---------------------------------------------------------------------------------
+def _csv_booleans(values: list[Any]) -> list[str]:
+    return ["" if v is None else ("t" if v else "f") for v in values]
 
 
-def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
-    """Append every row of ``frame`` to ``table``; returns the number of rows written.
+def _csv_datetimes(values: list[Any]) -> list[str]:
+    return ["" if v is None else v.isoformat(sep=" ") for v in values]
 
-    PostgreSQL streams CSV through ``COPY`` (an order of magnitude faster than INSERTs for scan
-    partitions); SQLite uses chunked executemany. Unknown frame columns raise ``ValueError``.
+
+def _csv_text(values: list[Any]) -> list[str]:
+    return ["" if v is None else str(v) for v in values]  # ints, dates, UUIDs
+
+
+def _csv_formatter(column: sa.Column[Any]) -> Callable[[list[Any]], list[str]]:
+    """How one converted column (see ``_converter``) is written as CSV fields."""
+    kind = column.type
+    if isinstance(kind, sa.JSON):
+        return _csv_json
+    if isinstance(kind, sa.DateTime):
+        return _csv_datetimes
+    if isinstance(kind, sa.Boolean):
+        return _csv_booleans
+    if isinstance(kind, sa.Float):
+        return _csv_floats
+    if isinstance(kind, sa.String):
+        return _csv_strings
+    if isinstance(kind, sa.Integer | sa.Date | sa.Uuid):
+        return _csv_text
+    return lambda values: [_quote(str(v)) if v is not None else "" for v in values]
+
+
+def csv_lines(table: sa.Table, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> str:
+    """Prepared columns (``prepare_columns``) as the CSV ``COPY ... (FORMAT csv)`` reads.
+
+    Formatted a column at a time, with one formatter per column type, then joined into lines.
     """
-    names, rows = prepare(table, frame)
-    if not rows:
-        return 0
+    fields = [
+        _csv_formatter(table.c[name])(list(values))
+        for name, values in zip(names, columns, strict=True)
+    ]
+    return "".join(",".join(row) + "\n" for row in zip(*fields, strict=True))
+
+
+COPY_PIECE_ROWS = 500
+"""Rows formatted per piece of a streaming COPY: small, so the server indexes one piece while
+the client derives and formats the next (the two run on different cores)."""
+
+
+class _CopySource:
+    """A file-like ``read()`` for ``copy_expert`` that prepares and formats frames lazily.
+
+    Nothing is built ahead: each read converts and formats the next piece, pulling the next frame
+    from the iterable (which may itself be computing it) only when the previous one is sent. A
+    frame with other columns than the current COPY's ends it (``read`` returns ""), to be sent by
+    the next one. An error while preparing is kept, so the caller re-raises it instead of
+    psycopg2's generic "error in .read() call".
+    """
+
+    def __init__(self, table: sa.Table, frames: Iterable[pd.DataFrame]) -> None:
+        self.table, self.frames = table, iter(frames)
+        self.names: list[str] | None = None
+        self.pending: tuple[list[str], list[list[Any]]] | None = None
+        self.pieces: Iterator[str] = iter(())
+        self.rows, self.error = 0, None
+
+    def _pull(self) -> tuple[list[str], list[list[Any]]] | None:
+        for frame in self.frames:
+            names, columns = prepare_columns(self.table, frame)
+            if columns and columns[0]:
+                return names, columns
+        return None
+
+    def _format(self, names: list[str], columns: list[list[Any]]) -> Iterator[str]:
+        size = COPY_PIECE_ROWS
+        for start in range(0, len(columns[0]), size):
+            piece = [values[start : start + size] for values in columns]
+            self.rows += len(piece[0])
+            yield csv_lines(self.table, names, piece)
+
+    def start(self) -> list[str] | None:
+        """Begin the next COPY: the columns of the next non-empty frame, or None at the end."""
+        if self.pending is None:
+            self.pending = self._pull()
+        if self.pending is None:
+            return None
+        self.names, columns = self.pending
+        self.pending = None
+        self.pieces = self._format(self.names, columns)
+        return self.names
+
+    def read(self, size: int = -1) -> str:
+        try:
+            piece = next(self.pieces, None)
+            if piece is not None:
+                return piece
+            self.pending = self._pull()
+            if self.pending is None or self.pending[0] != self.names:
+                return ""  # the end of this COPY
+            self.pieces = self._format(*self.pending)
+            self.pending = None
+            return next(self.pieces)
+        except Exception as exc:
+            self.error = exc
+            raise
+
+
+def _copy(conn: Connection, table: sa.Table, frames: Iterable[pd.DataFrame]) -> int:
+    """``COPY ... FROM STDIN`` streaming the frames: one per run of frames with equal columns."""
+    source = _CopySource(table, frames)
+    preparer = conn.dialect.identifier_preparer
+    dbapi = conn.dialect.loaded_dbapi
+    while (names := source.start()) is not None:
+        statement = (
+            f"COPY {preparer.format_table(table)} ({', '.join(preparer.quote(n) for n in names)}) "
+            "FROM STDIN WITH (FORMAT csv)"
+        )
+        _ensure_transaction(conn)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.copy_expert(statement, source)
+        except dbapi.Error as exc:
+            if source.error is not None:
+                raise source.error from None
+            # Raise what any other statement would (IntegrityError, DataError...).
+            raise sa.exc.DBAPIError.instance(
+                statement, None, exc, dbapi.Error, dialect=conn.dialect
+            ) from exc
+        finally:
+            cursor.close()
+    return source.rows
+
+
+def _frames(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
+    return [frames] if isinstance(frames, pd.DataFrame) else frames
+
+
+def bulk_insert(
+    conn: Connection, table: sa.Table, frames: pd.DataFrame | Iterable[pd.DataFrame]
+) -> int:
+    """Append every row of a frame, or of a stream of frames, to ``table``; returns the count.
+
+    PostgreSQL streams CSV through one ``COPY`` (an order of magnitude faster than INSERTs):
+    frames are pulled, converted and formatted as the server takes them, so a generator that
+    derives rows overlaps with the server writing the previous ones. SQLite uses chunked
+    executemany. Unknown frame columns raise ``ValueError``.
+    """
     if conn.dialect.name == "postgresql":
-        return _copy(conn, table, names, rows)
-    for chunk in _chunks(rows):
-        conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in chunk])
-    return len(rows)
+        return _copy(conn, table, _frames(frames))
+    written = 0
+    for frame in _frames(frames):
+        names, rows = prepare(table, frame)
+        for chunk in _chunks(rows):
+            conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in chunk])
+        written += len(rows)
+    return written
 
 
 def replace_rows(
-    conn: Connection, table: sa.Table, where: sa.ColumnElement[bool], frame: pd.DataFrame
+    conn: Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    frames: pd.DataFrame | Iterable[pd.DataFrame],
 ) -> tuple[int, int]:
-    """Delete the rows ``where`` selects, then insert ``frame``; returns (deleted, inserted).
+    """Delete the rows ``where`` selects, then insert the frame(s); returns (deleted, inserted).
 
     Run it inside the caller's transaction: re-running a partition then replaces it atomically,
-    and an insert that fails takes the delete back with it.
+    and an insert that fails (a stream's later frame included) takes the delete back with it.
     """
-    check_columns(table, frame)  # before deleting anything
+    if isinstance(frames, pd.DataFrame):
+        check_columns(table, frames)  # before deleting anything
     deleted = conn.execute(sa.delete(table).where(where)).rowcount or 0
-    return deleted, bulk_insert(conn, table, frame)
+    return deleted, bulk_insert(conn, table, frames)
 
 
 def insert_new(

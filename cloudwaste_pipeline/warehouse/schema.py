@@ -31,6 +31,7 @@ import uuid
 from datetime import UTC, date, datetime
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -85,12 +86,22 @@ def dumps_json(value: Any) -> str:
 
     NaN and infinities are not JSON (PostgreSQL's jsonb rejects them, SQLite would keep a token
     no other reader accepts), so they are written as ``null``: a missing metric, which is what a
-    NaN in a metrics summary means.
+    NaN in a metrics summary means. orjson (which writes them as ``null`` itself) is ten times
+    the standard library's speed on the small objects of a training row, four per row; the
+    standard library takes what orjson refuses (integers beyond 64 bits).
     """
     try:
-        return json.dumps(value, default=_json_default, separators=(",", ":"), allow_nan=False)
+        return orjson.dumps(value, default=_json_default, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        pass
+    try:
+        return _ENCODER.encode(value)
     except ValueError:
-        return json.dumps(_finite(value), default=_json_default, separators=(",", ":"))
+        return _ENCODER.encode(_finite(value))
+
+
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_ENCODER = json.JSONEncoder(default=_json_default, separators=(",", ":"), allow_nan=False)
 
 
 def _id() -> sa.Column[uuid.UUID]:
