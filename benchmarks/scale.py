@@ -7,10 +7,10 @@ peak RSS is its own:
 
 - generate: simulated scan history, as the scanner's detections (one dict per detection,
   raw ids), in scans of ``--scan-size`` detections;
-- load: ``privacy.derive.training_rows`` (the real anonymization) then ``warehouse.load``'s
-  ``bulk_insert`` into ``ml_training_data`` with its indexes, one call per scan as a backfill
-  does; beside it the predecessor's way (one ORM object per row, a commit per scan, on a sample)
-  and the raw limit (COPY of the same rows pre-formatted as CSV, into a table with the same
+- load: what the ``ml_training_data`` asset does per partition (one scan): the real
+  anonymization (``privacy.derive``) streamed in chunks into ``replace_scan_partition``'s
+  ``COPY``, a transaction per scan, into ``ml_training_data`` with its indexes; beside it the
+  predecessor's way (one ORM object per row, a commit per scan, on a sample) and the raw limit (COPY of the same rows pre-formatted as CSV, into a table with the same
   indexes and into one without);
 - export: ``exports.export_window`` to Parquet; beside it ``pd.read_sql`` of the whole table then
   JSON (the predecessor's admin export) and the raw limit (COPY out as CSV straight into a
@@ -127,20 +127,24 @@ def _engine(url: str) -> Any:
 
 
 def stage_load(url: str, rows: int, scan_size: int) -> dict[str, float]:
-    """Ours: derive (anonymize) each scan, bulk_insert it; generation is not timed."""
-    from cloudwaste_pipeline.privacy.anonymize import load_key
+    """Ours: derive (anonymize) each scan and load it as the asset does; generation untimed."""
+    from cloudwaste_pipeline.privacy.anonymize import hash_id, load_key
     from cloudwaste_pipeline.privacy.derive import training_row_chunks
     from cloudwaste_pipeline.warehouse import schema
-    from cloudwaste_pipeline.warehouse.load import bulk_insert
+    from cloudwaste_pipeline.warehouse.queries import replace_scan_partition
 
     engine, key = _engine(url), load_key()
     collected = datetime(2026, 11, 1, tzinfo=UTC)
     spent, count = 0.0, 0
     for day, detections in scans(rows, scan_size):
         started = time.perf_counter()
-        with engine.begin() as conn:
+        account = hash_id("account", "aws", detections[0]["account_id"], key)
+        with engine.begin() as conn:  # as the ml_training_data asset loads a partition
             frames = training_row_chunks(detections, key, day, collected)
-            count += bulk_insert(conn, schema.ml_training_data, frames)
+            _, inserted = replace_scan_partition(
+                conn, schema.ml_training_data, day, account, frames
+            )
+            count += inserted
         spent += time.perf_counter() - started
     return {"rows": count, "seconds": spent, "rss": peak_rss_mb()}
 

@@ -118,7 +118,7 @@ def replace_scan_partition(
     table: sa.Table,
     scan_date: date,
     account_hash: str,
-    frame: pd.DataFrame,
+    frame: pd.DataFrame | Iterable[pd.DataFrame],
     extra: sa.ColumnElement[bool] | None = None,
 ) -> tuple[int, int]:
     where = sa.and_(table.c.scan_date == scan_date, table.c.account_hash == account_hash)

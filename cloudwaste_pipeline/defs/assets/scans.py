@@ -6,7 +6,9 @@ that day, and fails with a clear message once that scan is past raw retention. T
 assets rebuild their partition from that stored scan and replace it in one transaction.
 """
 
+import functools
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -153,8 +155,18 @@ class Derivation:
     key: bytes
     account_hash: str
     scan: dict[str, Any]
-    training: pd.DataFrame
     collected_at: datetime
+
+    def training_chunks(self) -> Iterator[pd.DataFrame]:
+        """The ML rows a few at a time, derived as a streaming load takes them."""
+        detections = self.scan["detections"]
+        return derive.training_row_chunks(detections, self.key, self.part.day, self.collected_at)
+
+    @functools.cached_property
+    def training(self) -> pd.DataFrame:
+        return derive.training_rows(
+            self.scan["detections"], self.key, self.part.day, self.collected_at
+        )
 
 
 def derivation(
@@ -167,8 +179,7 @@ def derivation(
     key = anonymizer.key_bytes()
     scan = stored_scan(warehouse, part)
     collected_at = queries.as_datetime(scan["scanned_at"])
-    training = derive.training_rows(scan["detections"], key, part.day, collected_at)
-    return Derivation(part, key, account_hash(part, key), scan, training, collected_at)
+    return Derivation(part, key, account_hash(part, key), scan, collected_at)
 
 
 SCAN_DERIVED = {
@@ -197,16 +208,24 @@ def ml_training_data(
     if skipped := skip_if_erased(context, warehouse, anonymizer, cloud):
         return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
-    rows, table = d.training, schema.ml_training_data
+    table = schema.ml_training_data
     partition = sa.and_(table.c.scan_date == d.part.day, table.c.account_hash == d.account_hash)
+    streamed: list[pd.DataFrame] = []  # what was loaded, for the metadata
+
+    def chunks() -> Iterator[pd.DataFrame]:
+        for chunk in d.training_chunks():
+            streamed.append(chunk)
+            yield chunk
+
     with warehouse.engine().begin() as conn:
         deleted, inserted = queries.replace_scan_partition(
-            conn, table, d.part.day, d.account_hash, rows
+            conn, table, d.part.day, d.account_hash, chunks()
         )
         queries.apply_labels(conn, partition)
         labels = conn.execute(
             sa.select(sa.func.count()).where(partition, table.c.user_action.is_not(None))
         ).scalar()
+    rows = pd.concat(streamed, ignore_index=True) if streamed else pd.DataFrame()
     cost = float(rows["cost_monthly"].sum()) if not rows.empty else 0.0
     return dg.MaterializeResult(
         metadata={
