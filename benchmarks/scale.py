@@ -10,8 +10,9 @@ peak RSS is its own:
 - load: what the ``ml_training_data`` asset does per partition (one scan): the real
   anonymization (``privacy.derive``) streamed in chunks into ``replace_scan_partition``'s
   ``COPY``, a transaction per scan, into ``ml_training_data`` with its indexes; beside it the
-  predecessor's way (one ORM object per row, a commit per scan, on a sample) and the raw limit (COPY of the same rows pre-formatted as CSV, into a table with the same
-  indexes and into one without);
+  predecessor's way (one ORM object per row, a commit per scan, on a sample) and the raw limit
+  (COPY of the same rows pre-formatted as CSV, into a table with the same indexes and into one
+  without);
 - export: ``exports.export_window`` to Parquet; beside it ``pd.read_sql`` of the whole table then
   JSON (the predecessor's admin export) and the raw limit (COPY out as CSV straight into a
   Parquet writer).
