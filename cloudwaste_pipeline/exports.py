@@ -368,6 +368,20 @@ def read_chunks(engine: Engine, query: sa.Select[Any]) -> Iterator[list[tuple[An
             yield [tuple(r) for r in partition]
 
 
+PIPE_BYTES = 1 << 20
+
+
+def _pipe() -> tuple[int, int]:
+    """A pipe whose buffer holds a megabyte where the OS allows (Linux; 64 KiB by default), so
+    the server keeps sending while Arrow parses and the Parquet writer compresses a batch."""
+    read_fd, write_fd = os.pipe()
+    with contextlib.suppress(ImportError, AttributeError, OSError):  # not Linux, or above the limit
+        import fcntl
+
+        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    return read_fd, write_fd
+
+
 def read_batches_copy(
     engine: Engine, query: sa.Select[Any], schema: pa.Schema
 ) -> Iterator[pa.RecordBatch]:
@@ -387,7 +401,7 @@ def read_batches_copy(
     try:
         cursor = raw.cursor()
         select = cursor.mogrify(str(compiled), compiled.construct_params()).decode()
-        read_fd, write_fd = os.pipe()
+        read_fd, write_fd = _pipe()
         failure: list[BaseException] = []
 
         def produce() -> None:
