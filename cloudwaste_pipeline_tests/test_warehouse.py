@@ -41,7 +41,7 @@ OWN_NAMES = ML_NAMES | {schema.erasure_tombstones.name, VERSION_TABLE}
 """The default schema: the six ML tables, the erasure tombstones and the migration version."""
 RAW_NAMES = {t.name for t in schema.RAW_TABLES}
 SCAN_DAY = date(2026, 11, 16)
-HEAD = "0002"
+HEAD = "0003"
 
 
 def stored_tables(engine: Engine) -> tuple[set[str], set[str]]:

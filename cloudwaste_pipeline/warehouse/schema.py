@@ -167,11 +167,9 @@ ml_training_data = sa.Table(
     sa.Column("tags_anonymized", JSONType),
     # The scan partition: a re-run deletes and rewrites exactly (scan_date, account_hash).
     sa.Column("scan_date", sa.Date(), nullable=False),
-    sa.Index("idx_ml_training_resource_type", "resource_type"),
-    sa.Index("idx_ml_training_provider", "provider"),
-    sa.Index("idx_ml_training_region", "region_anonymized"),
-    sa.Index("idx_ml_training_scenario", "detection_scenario"),
-    sa.Index("idx_ml_training_confidence", "confidence_level"),
+    # The seed also indexed resource_type, provider, region_anonymized, detection_scenario and
+    # confidence_level: a handful of values each, so no query is selective on them (the planner
+    # scans), while each cost every load a B-tree insert per row. Dropped by migration 0003.
     sa.Index("idx_ml_training_user_action", "user_action"),
     sa.Index("idx_ml_training_detected_at", "detected_at"),
     sa.Index("idx_ml_training_account", "account_hash"),
