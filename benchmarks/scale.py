@@ -57,27 +57,37 @@ def peak_rss_mb() -> float:
 
 
 def scans(rows: int, scan_size: int, seed: int = 7) -> Iterator[tuple[date, list[dict[str, Any]]]]:
-    """Scans of ``scan_size`` detections in the scanner's shape, spread over accounts and days."""
+    """Scans of ``scan_size`` detections in the scanner's shape, spread over accounts and days.
+
+    Random draws are made per scan with numpy and turned into Python lists once; timestamps are
+    looked up among precomputed day strings: a detection costs a dict and a few f-strings.
+    """
     import numpy as np
 
     rng = np.random.default_rng(seed)
     kinds = list(SCENARIOS)
+    first_day = START - timedelta(days=1000)
+    days = [(first_day + timedelta(days=n)).isoformat() for n in range(1400)]
+    tags = {"env": "prod", "owner": "jane@example.com"}
     for number, first in enumerate(range(0, rows, scan_size)):
         size = min(scan_size, rows - first)
         day = START + timedelta(days=number % 300)
+        today = (day - first_day).days
         account = f"{100000000000 + number % 97:012d}"
-        detected = datetime(day.year, day.month, day.day, 1, 30, tzinfo=UTC)
-        kind_of = rng.integers(0, len(kinds), size)
-        ages = rng.integers(1, 900, size)
-        costs = rng.gamma(2.0, 15.0, size).round(2)
-        regions = rng.integers(0, len(REGIONS), size)
-        confidence = rng.integers(0, len(CONFIDENCE), size)
-        cpu = rng.random((size, 3)) * 20
+        detected = f"{day.isoformat()}T01:30:00+00:00"
+        series_days = [days[today - 3 + k] for k in range(3)]
+        kind_of = rng.integers(0, len(kinds), size).tolist()
+        ages = rng.integers(1, 900, size).tolist()
+        costs = rng.gamma(2.0, 15.0, size).round(2).tolist()
+        regions = rng.integers(0, len(REGIONS), size).tolist()
+        confidence = rng.integers(0, len(CONFIDENCE), size).tolist()
+        cpu = (rng.random((size, 3)) * 20).tolist()
         detections = []
         for n in range(size):
             kind = kinds[kind_of[n]]
             scenarios = SCENARIOS[kind]
             region = REGIONS[regions[n]]
+            usage = cpu[n]
             detections.append(
                 {
                     "provider": "aws",
@@ -87,19 +97,20 @@ def scans(rows: int, scan_size: int, seed: int = 7) -> Iterator[tuple[date, list
                     "resource_id": f"arn:aws:ec2:{region}:{account}:{kind}/r-{first + n:012x}",
                     "state": "available",
                     "name": f"web-{first + n}",
-                    "created_at": (detected - timedelta(days=int(ages[n]))).isoformat(),
-                    "detected_at": detected.isoformat(),
-                    "config": {"size_gb": int(ages[n] % 500) + 8, "volume_type": "gp3"},
-                    "tags": {"env": "prod", "owner": "jane@example.com"},
+                    "created_at": f"{days[today - ages[n]]}T01:30:00+00:00",
+                    "detected_at": detected,
+                    "config": {"size_gb": ages[n] % 500 + 8, "volume_type": "gp3"},
+                    "tags": tags,
                     "parent_id": None,
                     "parent_type": None,
                     "parent_state": None,
-                    "cost_monthly": float(costs[n]),
+                    "cost_monthly": costs[n],
                     "cost_source": "aws-price-list-2026-01",
                     "metrics": {
                         "CPUUtilization": [
-                            [(day - timedelta(days=3 - k)).isoformat(), float(cpu[n, k])]
-                            for k in range(3)
+                            [series_days[0], usage[0]],
+                            [series_days[1], usage[1]],
+                            [series_days[2], usage[2]],
                         ]
                     },
                     "detection_scenario": scenarios[n % len(scenarios)],
