@@ -394,7 +394,7 @@ def main() -> None:
     orm = run("orm")
     copy_indexed = run("copy_indexed")
     copy_bare = run("copy_bare")
-    print(line("ours (derive + bulk_insert)", ours))
+    print(line("ours (derive, streamed into the COPY)", ours))
     print(line("predecessor: ORM object per row (sample)", orm, ours))
     print(line("raw COPY, pre-formatted, same indexes", copy_indexed, ours))
     print(line("raw COPY, pre-formatted, no index", copy_bare, ours))

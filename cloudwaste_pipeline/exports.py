@@ -368,6 +368,35 @@ def read_chunks(engine: Engine, query: sa.Select[Any]) -> Iterator[list[tuple[An
             yield [tuple(r) for r in partition]
 
 
+STALE_FRACTION = 0.1
+"""Rows changed since the last ANALYZE, as a share of the table, that make its statistics stale
+(autovacuum's default ``autovacuum_analyze_scale_factor``)."""
+
+
+def refresh_statistics(engine: Engine, table: sa.Table) -> bool:
+    """ANALYZE ``table`` when its planner statistics are stale; True when it did.
+
+    The window is read in (time, id) order, which the time column's index gives for the cost of
+    a scan, but only when the planner knows the table's size: right after a backfill, before
+    autovacuum has analyzed it (or where autovacuum is off), it estimates a few rows and sorts a
+    million on disk instead (10.8 s against 4.5 s measured at 1M rows). Same threshold as
+    autovacuum: 50 rows plus 10% of the table changed since the last ANALYZE.
+    """
+    name = engine.dialect.identifier_preparer.format_table(table)
+    with engine.begin() as conn:
+        changed, live = conn.execute(
+            sa.text(
+                "SELECT n_mod_since_analyze, n_live_tup FROM pg_stat_user_tables "
+                "WHERE relid = CAST(:name AS regclass)"
+            ),
+            {"name": name},
+        ).one()
+        if changed <= 50 + STALE_FRACTION * live:
+            return False
+        conn.execute(sa.text(f"ANALYZE {name}"))
+    return True
+
+
 PIPE_BYTES = 1 << 20
 
 
@@ -589,6 +618,7 @@ def export_window(
             try:
                 query = window_query(dataset, start, end)
                 if engine.dialect.name == "postgresql":
+                    refresh_statistics(engine, dataset.table)
                     for batch in read_batches_copy(engine, query, writers.schema):
                         writers.write_batch(batch)
                         progress.advance(batch.num_rows)

@@ -460,3 +460,25 @@ def test_s3_failure_mid_upload_leaves_no_object(week: Engine, bucket: str):
         export_window(week, destination, MONDAY, SUNDAY)
     assert destination.client.uploads == 3
     assert s3_keys(bucket) == set()
+
+
+def test_stale_planner_statistics_are_refreshed_before_a_postgres_export(
+    postgres_engine: Engine,
+) -> None:
+    """Right after a load (autovacuum off, or not there yet) the table is analyzed once, so the
+    ordered read uses the time index; with fresh statistics it is left alone."""
+    table = schema.ml_training_data
+    with postgres_engine.begin() as conn:
+        conn.execute(table.insert(), [training_row(n, MONDAY) for n in range(200)])
+        # A backend publishes its counts when idle, at most once a second: ask for it now.
+        conn.execute(sa.text("SELECT pg_stat_force_next_flush()"))
+    assert exports.refresh_statistics(postgres_engine, table) is True
+    with postgres_engine.connect() as conn:
+        analyzed = conn.execute(
+            sa.text(
+                "SELECT last_analyze IS NOT NULL, n_mod_since_analyze FROM pg_stat_user_tables "
+                "WHERE relname = 'ml_training_data'"
+            )
+        ).one()
+    assert tuple(analyzed) == (True, 0)
+    assert exports.refresh_statistics(postgres_engine, table) is False
