@@ -16,7 +16,7 @@ import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -95,27 +95,6 @@ def _keep(value: Any) -> Any:
     return value
 
 
-def _converter(column: sa.Column[Any]) -> Callable[[Any], Any]:
-    kind = column.type
-    if isinstance(kind, sa.JSON):
-        return _keep
-    if isinstance(kind, sa.DateTime):
-        return _to_datetime
-    if isinstance(kind, sa.Date):
-        return _to_date
-    if isinstance(kind, sa.Boolean):
-        return bool
-    if isinstance(kind, sa.Integer):
-        return _to_int
-    if isinstance(kind, sa.Float):
-        return float
-    if isinstance(kind, sa.Uuid):
-        return _to_uuid
-    if isinstance(kind, sa.String):
-        return _to_str
-    return _keep
-
-
 def _converted(table: sa.Table, name: str, convert: Callable[[Any], Any], raw: Any) -> Any:
     value = _plain(raw)
     if _missing(value):
@@ -145,7 +124,8 @@ def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
     Values already of the column's Python type pass through untouched (the common case, checked
     by exact type); anything else takes the general conversion, which also raises the error.
     """
-    convert = _converter(table.c[name])
+    kind = _kind(table.c[name])
+    convert = kind.convert
     if convert in (_to_datetime, _to_date):
         converted = _datetimes(series, "us" if convert is _to_datetime else "D")
         if converted is not None:
@@ -161,23 +141,13 @@ def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
             v if type(v) is datetime and v.tzinfo is None else _converted(table, name, convert, v)
             for v in values
         ]
-    exact = _EXACT_TYPES.get(convert)
+    exact = kind.exact
     if exact is None:
         return [_converted(table, name, convert, v) for v in values]
     return [
         v if type(v) is exact else None if v is None else _converted(table, name, convert, v)
         for v in values
     ]
-
-
-_EXACT_TYPES: dict[Callable[[Any], Any], type] = {
-    _to_str: str,
-    _to_int: int,
-    bool: bool,
-    _to_date: date,
-    _to_uuid: uuid.UUID,
-    _keep: dict,  # JSON objects; lists and scalars take the general path
-}
 
 
 def _default_values(column: sa.Column[Any], rows: int) -> list[Any] | None:
@@ -281,22 +251,32 @@ def _csv_text(values: list[Any]) -> list[str]:
     return ["" if v is None else str(v) for v in values]  # ints, dates, UUIDs
 
 
-def _csv_formatter(column: sa.Column[Any]) -> Callable[[list[Any]], list[str]]:
-    """How one converted column (see ``_converter``) is written as CSV fields."""
-    kind = column.type
-    if isinstance(kind, sa.JSON):
-        return _csv_json
-    if isinstance(kind, sa.DateTime):
-        return _csv_datetimes
-    if isinstance(kind, sa.Boolean):
-        return _csv_booleans
-    if isinstance(kind, sa.Float):
-        return _csv_floats
-    if isinstance(kind, sa.String):
-        return _csv_strings
-    if isinstance(kind, sa.Integer | sa.Date | sa.Uuid):
-        return _csv_text
-    return lambda values: [_quote(str(v)) if v is not None else "" for v in values]
+class _Kind(NamedTuple):
+    """How values of one column type are converted (``prepare``) and written as CSV (``COPY``).
+
+    ``exact``: values of exactly this Python type need no conversion (None: always convert).
+    """
+
+    convert: Callable[[Any], Any]
+    exact: type | None
+    csv: Callable[[list[Any]], list[str]]
+
+
+_KINDS: tuple[tuple[type, _Kind], ...] = (  # first match wins
+    (sa.JSON, _Kind(_keep, dict, _csv_json)),  # JSON objects; lists and scalars convert
+    (sa.DateTime, _Kind(_to_datetime, None, _csv_datetimes)),
+    (sa.Date, _Kind(_to_date, date, _csv_text)),
+    (sa.Boolean, _Kind(bool, bool, _csv_booleans)),
+    (sa.Integer, _Kind(_to_int, int, _csv_text)),
+    (sa.Float, _Kind(float, None, _csv_floats)),
+    (sa.Uuid, _Kind(_to_uuid, uuid.UUID, _csv_text)),
+    (sa.String, _Kind(_to_str, str, _csv_strings)),
+)
+_OTHER = _Kind(_keep, None, lambda values: ["" if v is None else _quote(str(v)) for v in values])
+
+
+def _kind(column: sa.Column[Any]) -> _Kind:
+    return next((kind for sa_type, kind in _KINDS if isinstance(column.type, sa_type)), _OTHER)
 
 
 def csv_lines(table: sa.Table, names: Sequence[str], columns: Sequence[Sequence[Any]]) -> str:
@@ -305,8 +285,7 @@ def csv_lines(table: sa.Table, names: Sequence[str], columns: Sequence[Sequence[
     Formatted a column at a time, with one formatter per column type, then joined into lines.
     """
     fields = [
-        _csv_formatter(table.c[name])(list(values))
-        for name, values in zip(names, columns, strict=True)
+        _kind(table.c[name]).csv(list(values)) for name, values in zip(names, columns, strict=True)
     ]
     return "".join(",".join(row) + "\n" for row in zip(*fields, strict=True))
 
