@@ -137,7 +137,7 @@ def hash_values(kind: str, provider: str, values: Iterable[Any], key: bytes) -> 
     """
     _check_kind_provider(kind, provider)
     base = hmac.new(key, _prefix(kind, provider), hashlib.sha256)
-    known: dict[Any, str | None] = {}
+    known: dict[str, str | None] = {}
 
     def one(value: Any) -> str | None:
         if _is_missing(value):
@@ -148,13 +148,12 @@ def hash_values(kind: str, provider: str, values: Iterable[Any], key: bytes) -> 
 
     hashes = []
     for value in values:
-        try:
-            digest = known[value]
-        except (KeyError, TypeError):  # unseen, or unhashable (refused by ``one``)
-            digest = one(value)
-            if isinstance(value, str):
-                known[value] = digest
-        hashes.append(digest)
+        if not isinstance(value, str):  # missing (None), or refused by ``one``
+            hashes.append(one(value))
+            continue
+        if value not in known:
+            known[value] = one(value)
+        hashes.append(known[value])
     return hashes
 
 
@@ -458,7 +457,7 @@ def calculate_trend(values: Sequence[float] | np.ndarray) -> str:
     was two thirds of the cost of deriving a training row.
     """
     y = _finite(values)
-    return _trend(y, *_mean_std(y)) if len(y) >= TREND_MIN_POINTS else "stable"
+    return _trend(y, *_mean_std(y)) if y else "stable"
 
 
 def _trend(y: list[float], mean: float, std: float) -> str:
