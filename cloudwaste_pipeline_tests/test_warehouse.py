@@ -375,6 +375,60 @@ def test_a_stream_of_frames_is_one_load_and_a_bad_later_frame_takes_it_all_back(
     assert count(engine, table, where) == 15
 
 
+def test_columns_load_exactly_like_a_frame_of_the_same_rows(engine: Engine) -> None:
+    """Plain columns (what ``derive`` hands the load) store the same values as a frame would,
+    through COPY on PostgreSQL and executemany on SQLite, ids and created_at filled."""
+    table = schema.ml_training_data
+    rows = [
+        training_row(i, cost_real_monthly=None if i % 2 else 1.25, tags_anonymized={"env": "p"})
+        for i in range(7)
+    ]
+    other_day = SCAN_DAY + timedelta(days=1)
+    columns = {name: [row[name] for row in rows] for name in rows[0]}
+    columns["scan_date"] = [other_day] * len(rows)
+    with engine.begin() as conn:
+        assert bulk_insert(conn, table, pd.DataFrame(rows)) == 7
+        assert bulk_insert(conn, table, columns) == 7
+        back = read_frame(conn, sa.select(table).order_by(table.c.resource_hash))
+    by_day = {
+        day: group.drop(columns=["id", "created_at", "scan_date"]).reset_index(drop=True)
+        for day, group in back.groupby("scan_date")
+    }
+    pd.testing.assert_frame_equal(by_day[SCAN_DAY], by_day[other_day])
+    assert back["id"].map(lambda v: isinstance(v, uuid.UUID) and v.version == 4).all()
+    assert back["id"].is_unique and back["created_at"].notna().all()
+
+
+def test_columns_of_unequal_length_or_bad_values_are_refused_before_the_delete(
+    engine: Engine,
+) -> None:
+    table = schema.ml_training_data
+    where = table.c.scan_date == SCAN_DAY
+    row = training_row()
+    with engine.begin() as conn:
+        bulk_insert(conn, table, pd.DataFrame([row]))
+    uneven = {name: [value, value] for name, value in row.items()}
+    uneven["cost_monthly"] = [1.0]
+    with pytest.raises(ValueError, match="unequal length"), engine.begin() as conn:
+        replace_rows(conn, table, where, uneven)
+    bad = {name: [value] for name, value in row.items()} | {"resource_age_days": ["ten"]}
+    with (
+        pytest.raises(ValueError, match=r"ml_training_data\.resource_age_days"),
+        engine.begin() as conn,
+    ):
+        replace_rows(conn, table, where, bad)
+    assert count(engine, table, where) == 1
+
+
+def test_uuid4_texts_are_distinct_version_4_uuids_in_canonical_form() -> None:
+    texts = load.uuid4_texts(2000)
+    parsed = [uuid.UUID(t) for t in texts]
+    assert [str(u) for u in parsed] == texts  # canonical: lower-case, hyphenated
+    assert {u.version for u in parsed} == {4} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    assert len(set(texts)) == 2000
+    assert load.uuid4_texts(0) == []
+
+
 # --- insert_new -----------------------------------------------------------------------------
 
 

@@ -79,65 +79,79 @@ def _optional(detections: list[dict[str, Any]], name: str) -> list[Any]:
     return [None if isinstance(v, float) and v != v else v for v in values]
 
 
-def training_rows(
+def training_columns(
     detections: list[dict[str, Any]],
     key: bytes,
     scan_date: date,
     collected_at: datetime,
-) -> pd.DataFrame:
-    """One ``ml_training_data`` row per detection of one account's scan of one day.
+) -> dict[str, list[Any]]:
+    """One ``ml_training_data`` row per detection of one account's scan of one day, as columns.
 
-    Built from plain lists, field by field (no intermediate frame of the raw detections): the
-    rows of a backfill are derived as fast as PostgreSQL can index them.
+    Built from plain lists, field by field, into plain lists (no frame of the raw detections,
+    none of the result): ``load`` takes columns as they are, so the rows of a backfill are
+    derived about as fast as PostgreSQL can index them.
     """
     if not detections:
-        return pd.DataFrame()
+        return {}
+    count = len(detections)
     provider = detections[0]["provider"]
     created = [naive_utc(v) for v in _optional(detections, "created_at")]
     detected = [naive_utc(v) for v in _field(detections, "detected_at")]
     types = _field(detections, "resource_type")
     estimated = [round(float(v), 4) for v in _field(detections, "cost_monthly")]
     has_real = any("cost_real_monthly" in d for d in detections)
+    return {
+        "account_hash": hash_values("account", provider, _field(detections, "account_id"), key),
+        "resource_hash": hash_values("resource", provider, _field(detections, "resource_id"), key),
+        "resource_type": types,
+        "provider": _field(detections, "provider"),
+        "region_anonymized": [generalize_region(provider, r) for r in _field(detections, "region")],
+        "resource_age_days": [
+            max((d - c).days, 0) if c else 0 for c, d in zip(created, detected, strict=True)
+        ],
+        "detection_scenario": _field(detections, "detection_scenario"),
+        "confidence_level": _field(detections, "confidence_level"),
+        "metrics_summary": [metrics_summary(m) for m in _optional(detections, "metrics")],
+        "cost_monthly": estimated,
+        "cost_source": _optional(detections, "cost_source"),
+        **real_cost_columns(
+            estimated,
+            _optional(detections, "cost_real_monthly") if has_real else None,
+            _optional(detections, "cost_real_reason"),
+        ),
+        "resource_config": [
+            whitelist_config(t, c or {})
+            for t, c in zip(types, _optional(detections, "config"), strict=True)
+        ],
+        "tags_anonymized": [anonymize_tags(t or {}) or None for t in _optional(detections, "tags")],
+        "parent_resource_hash": hash_values(
+            "resource", provider, _optional(detections, "parent_id"), key
+        ),
+        "parent_resource_type": _optional(detections, "parent_type"),
+        "parent_resource_state": _optional(detections, "parent_state"),
+        "temporal_features": [temporal_features(c) for c in created],
+        "detected_at": detected,
+        "created_at": [naive_utc(collected_at)] * count,
+        "scan_date": [scan_date] * count,
+    }
+
+
+_NULLABLE_FLOATS = ("cost_real_monthly", "cost_variance_pct")
+"""Kept as object columns in a frame, so a missing figure reads None, not NaN."""
+
+
+def training_rows(
+    detections: list[dict[str, Any]],
+    key: bytes,
+    scan_date: date,
+    collected_at: datetime,
+) -> pd.DataFrame:
+    """``training_columns`` as a frame, for the steps that work on frames (lifecycle, metrics)."""
+    columns = training_columns(detections, key, scan_date, collected_at)
     return pd.DataFrame(
         {
-            "account_hash": hash_values("account", provider, _field(detections, "account_id"), key),
-            "resource_hash": hash_values(
-                "resource", provider, _field(detections, "resource_id"), key
-            ),
-            "resource_type": types,
-            "provider": _field(detections, "provider"),
-            "region_anonymized": [
-                generalize_region(provider, r) for r in _field(detections, "region")
-            ],
-            "resource_age_days": [
-                max((d - c).days, 0) if c else 0 for c, d in zip(created, detected, strict=True)
-            ],
-            "detection_scenario": _field(detections, "detection_scenario"),
-            "confidence_level": _field(detections, "confidence_level"),
-            "metrics_summary": [metrics_summary(m) for m in _optional(detections, "metrics")],
-            "cost_monthly": estimated,
-            "cost_source": _optional(detections, "cost_source"),
-            **real_cost_columns(
-                estimated,
-                _optional(detections, "cost_real_monthly") if has_real else None,
-                _optional(detections, "cost_real_reason"),
-            ),
-            "resource_config": [
-                whitelist_config(t, c or {})
-                for t, c in zip(types, _optional(detections, "config"), strict=True)
-            ],
-            "tags_anonymized": [
-                anonymize_tags(t or {}) or None for t in _optional(detections, "tags")
-            ],
-            "parent_resource_hash": hash_values(
-                "resource", provider, _optional(detections, "parent_id"), key
-            ),
-            "parent_resource_type": _optional(detections, "parent_type"),
-            "parent_resource_state": _optional(detections, "parent_state"),
-            "temporal_features": [temporal_features(c) for c in created],
-            "detected_at": detected,
-            "created_at": naive_utc(collected_at),
-            "scan_date": scan_date,
+            name: pd.Series(values, dtype=object) if name in _NULLABLE_FLOATS else values
+            for name, values in columns.items()
         }
     )
 
@@ -148,14 +162,14 @@ def training_row_chunks(
     scan_date: date,
     collected_at: datetime,
     size: int = 250,
-) -> Iterator[pd.DataFrame]:
-    """``training_rows`` a few detections at a time, lazily.
+) -> Iterator[dict[str, list[Any]]]:
+    """``training_columns`` a few detections at a time, lazily.
 
     Fed to ``load.bulk_insert``, the rows of a large scan are derived while PostgreSQL indexes
     the previous few: client and server work side by side instead of in turn.
     """
     for start in range(0, len(detections), size):
-        yield training_rows(detections[start : start + size], key, scan_date, collected_at)
+        yield training_columns(detections[start : start + size], key, scan_date, collected_at)
 
 
 def _number(value: Any) -> float | None:
@@ -169,23 +183,22 @@ def _number(value: Any) -> float | None:
 
 def real_cost_columns(
     estimated: list[float], real: list[Any] | None, reasons: list[Any]
-) -> dict[str, Any]:
+) -> dict[str, list[Any]]:
     """Cost Explorer's figure beside the estimate (roadmap 2.2), or why there is none."""
     if real is None:
-        return {"cost_real_monthly": None, "cost_real_reason": "not collected by this scan"}
+        count = len(estimated)
+        return {
+            "cost_real_monthly": [None] * count,
+            "cost_variance_pct": [None] * count,
+            "cost_real_reason": ["not collected by this scan"] * count,
+        }
     costs = [_number(v) for v in real]
     return {
-        # object columns, so a missing figure reads None, not NaN
-        "cost_real_monthly": pd.Series(
-            [None if r is None else round(r, 4) for r in costs], dtype=object
-        ),
-        "cost_variance_pct": pd.Series(
-            [
-                round((e - r) / r * 100, 2) if r is not None and r > 0 else None
-                for e, r in zip(estimated, costs, strict=True)
-            ],
-            dtype=object,
-        ),
+        "cost_real_monthly": [None if r is None else round(r, 4) for r in costs],
+        "cost_variance_pct": [
+            round((e - r) / r * 100, 2) if r is not None and r > 0 else None
+            for e, r in zip(estimated, costs, strict=True)
+        ],
         "cost_real_reason": reasons,
     }
 

@@ -4,7 +4,9 @@ Every function takes a ``Connection`` and never commits: the caller owns the tra
 (``with engine.begin() as conn``), so "replace a partition" is delete-then-insert in one
 transaction. A re-run never duplicates rows and a failure halfway leaves the old rows in place.
 
-Frames are converted to plain Python values first, the same way for both engines, so what is
+Rows come as a DataFrame or as columns of plain values (``Columns``: what ``privacy.derive``
+builds, so no frame is built only to be taken apart again). They are converted to plain Python
+values first, the same way for both engines, so what is
 stored does not depend on the engine: NaN/NaT/NA become NULL, numpy scalars become Python
 scalars, timestamps become naive UTC (the warehouse convention), and the table's Python-side
 defaults (UUID ids, ``created_at``...) are filled for columns the frame does not have.
@@ -13,8 +15,9 @@ defaults (UUID ids, ``created_at``...) are filled for columns the frame does not
 from __future__ import annotations
 
 import math
+import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -28,6 +31,12 @@ from cloudwaste_pipeline.warehouse.schema import dumps_json
 
 CHUNK_ROWS = 10_000
 """Rows per COPY buffer / executemany batch: bounded memory, few round trips."""
+
+Columns = Mapping[str, Sequence[Any]]
+"""Rows as columns: name -> values, every column of the same length."""
+
+Batch = pd.DataFrame | Columns
+"""Rows to write: a frame, or plain columns."""
 
 
 # --- frame -> plain Python values ---------------------------------------------------------------
@@ -118,7 +127,7 @@ def _datetimes(series: pd.Series, unit: str) -> list[Any] | None:
     return series.to_numpy(dtype=f"datetime64[{unit}]").astype(object).tolist()
 
 
-def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
+def _column_values(table: sa.Table, name: str, given: pd.Series | Sequence[Any]) -> list[Any]:
     """The column's values converted for ``table.c[name]``.
 
     Values already of the column's Python type pass through untouched (the common case, checked
@@ -126,11 +135,14 @@ def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
     """
     kind = _kind(table.c[name])
     convert = kind.convert
-    if convert in (_to_datetime, _to_date):
-        converted = _datetimes(series, "us" if convert is _to_datetime else "D")
-        if converted is not None:
-            return converted
-    values = series.tolist()
+    if isinstance(given, pd.Series):
+        if convert in (_to_datetime, _to_date):
+            converted = _datetimes(given, "us" if convert is _to_datetime else "D")
+            if converted is not None:
+                return converted
+        values = given.tolist()
+    else:
+        values = list(given)
     if convert is float:
         return [
             v if type(v) is float and v == v else _converted(table, name, convert, v)
@@ -150,7 +162,24 @@ def _column_values(table: sa.Table, name: str, series: pd.Series) -> list[Any]:
     ]
 
 
-def _default_values(column: sa.Column[Any], rows: int) -> list[Any] | None:
+def uuid4_texts(count: int) -> list[str]:
+    """``count`` random (version 4) UUIDs in canonical text form, as ``str(uuid.uuid4())``.
+
+    One ``os.urandom`` call and numpy bit-setting for the lot: a third of the cost of building
+    a ``UUID`` object per row only to format it again for ``COPY``.
+    """
+    octets = np.frombuffer(os.urandom(16 * count), dtype=np.uint8).reshape(count, 16).copy()
+    octets[:, 6] = (octets[:, 6] & 0x0F) | 0x40  # version 4
+    octets[:, 8] = (octets[:, 8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = octets.tobytes().hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-"
+        f"{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
+
+
+def _default_values(column: sa.Column[Any], rows: int, uuid_text: bool) -> list[Any] | None:
     """Values for a Python-side default, as SQLAlchemy would compute them (callables per row)."""
     default = column.default
     if default is None or not isinstance(default, sa.ColumnDefault):
@@ -158,48 +187,70 @@ def _default_values(column: sa.Column[Any], rows: int) -> list[Any] | None:
     if default.is_callable:
         # SQLAlchemy wraps zero-argument callables (uuid4, utcnow) to take a context.
         make = default.arg
+        if uuid_text and getattr(make, "__wrapped__", None) is uuid.uuid4:
+            return uuid4_texts(rows)
         return [make(None) for _ in range(rows)]  # type: ignore[operator]
     if default.is_scalar:
         return [default.arg] * rows
     return None
 
 
-def check_columns(table: sa.Table, frame: pd.DataFrame) -> None:
+def _names(batch: Batch) -> list[str]:
+    return [str(c) for c in batch.columns] if isinstance(batch, pd.DataFrame) else list(batch)
+
+
+def check_columns(table: sa.Table, batch: Batch) -> None:
     """Refuse columns the table does not have: a typo must not silently drop data."""
-    if not frame.columns.is_unique:
-        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+    if isinstance(batch, pd.DataFrame) and not batch.columns.is_unique:
+        duplicated = sorted({str(c) for c in batch.columns[batch.columns.duplicated()]})
         raise ValueError(f"{table.fullname}: duplicated frame column(s) {duplicated}")
-    unknown = sorted(str(c) for c in frame.columns if c not in table.c)
+    unknown = sorted(c for c in _names(batch) if c not in table.c)
     if unknown:
         raise ValueError(f"{table.fullname}: no such column(s) {unknown}")
 
 
-def prepare_columns(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[list[Any]]]:
-    """Column names and, per column, its plain values, with the table's defaults filled in."""
-    check_columns(table, frame)
-    rows = len(frame)
+def _row_count(table: sa.Table, batch: Batch) -> int:
+    if isinstance(batch, pd.DataFrame):
+        return len(batch)
+    lengths = {name: len(values) for name, values in batch.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{table.fullname}: columns of unequal length {lengths}")
+    return next(iter(lengths.values()), 0)
+
+
+def prepare_columns(
+    table: sa.Table, batch: Batch, *, uuid_text: bool = False
+) -> tuple[list[str], list[list[Any]]]:
+    """Column names and, per column, its plain values, with the table's defaults filled in.
+
+    ``uuid_text``: fill ``uuid4`` defaults as canonical text (all ``COPY`` needs) instead of
+    ``UUID`` objects (what drivers bind).
+    """
+    check_columns(table, batch)
+    rows = _row_count(table, batch)
+    given = set(_names(batch))
     names: list[str] = []
     columns: list[list[Any]] = []
     for column in table.columns:
-        if column.name in frame.columns:
-            values: list[Any] | None = _column_values(table, column.name, frame[column.name])
+        if column.name in given:
+            values: list[Any] | None = _column_values(table, column.name, batch[column.name])
         else:
-            values = _default_values(column, rows)
+            values = _default_values(column, rows, uuid_text)
         if values is not None:
             names.append(column.name)
             columns.append(values)
     return names, columns
 
 
-def prepare(table: sa.Table, frame: pd.DataFrame) -> tuple[list[str], list[tuple[Any, ...]]]:
+def prepare(table: sa.Table, batch: Batch) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and row tuples of plain values, with the table's defaults filled in."""
-    names, columns = prepare_columns(table, frame)
+    names, columns = prepare_columns(table, batch)
     return names, list(zip(*columns, strict=True))
 
 
-def records(table: sa.Table, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """The frame as insertable dicts (plain values, defaults filled)."""
-    names, rows = prepare(table, frame)
+def records(table: sa.Table, batch: Batch) -> list[dict[str, Any]]:
+    """The rows as insertable dicts (plain values, defaults filled)."""
+    names, rows = prepare(table, batch)
     return [dict(zip(names, row, strict=True)) for row in rows]
 
 
@@ -305,7 +356,7 @@ class _CopySource:
     psycopg2's generic "error in .read() call".
     """
 
-    def __init__(self, table: sa.Table, frames: Iterable[pd.DataFrame]) -> None:
+    def __init__(self, table: sa.Table, frames: Iterable[Batch]) -> None:
         self.table, self.frames = table, iter(frames)
         self.names: list[str] | None = None
         self.pending: tuple[list[str], list[list[Any]]] | None = None
@@ -314,7 +365,7 @@ class _CopySource:
 
     def _pull(self) -> tuple[list[str], list[list[Any]]] | None:
         for frame in self.frames:
-            names, columns = prepare_columns(self.table, frame)
+            names, columns = prepare_columns(self.table, frame, uuid_text=True)
             if columns and columns[0]:
                 return names, columns
         return None
@@ -353,7 +404,7 @@ class _CopySource:
             raise
 
 
-def _copy(conn: Connection, table: sa.Table, frames: Iterable[pd.DataFrame]) -> int:
+def _copy(conn: Connection, table: sa.Table, frames: Iterable[Batch]) -> int:
     """``COPY ... FROM STDIN`` streaming the frames: one per run of frames with equal columns."""
     source = _CopySource(table, frames)
     preparer = conn.dialect.identifier_preparer
@@ -379,14 +430,12 @@ def _copy(conn: Connection, table: sa.Table, frames: Iterable[pd.DataFrame]) -> 
     return source.rows
 
 
-def _frames(frames: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterable[pd.DataFrame]:
-    return [frames] if isinstance(frames, pd.DataFrame) else frames
+def _batches(batches: Batch | Iterable[Batch]) -> Iterable[Batch]:
+    return [batches] if isinstance(batches, pd.DataFrame | Mapping) else batches
 
 
-def bulk_insert(
-    conn: Connection, table: sa.Table, frames: pd.DataFrame | Iterable[pd.DataFrame]
-) -> int:
-    """Append every row of a frame, or of a stream of frames, to ``table``; returns the count.
+def bulk_insert(conn: Connection, table: sa.Table, frames: Batch | Iterable[Batch]) -> int:
+    """Append every row of a batch, or of a stream of batches, to ``table``; returns the count.
 
     PostgreSQL streams CSV through one ``COPY`` (an order of magnitude faster than INSERTs):
     frames are pulled, converted and formatted as the server takes them, so a generator that
@@ -394,10 +443,10 @@ def bulk_insert(
     executemany. Unknown frame columns raise ``ValueError``.
     """
     if conn.dialect.name == "postgresql":
-        return _copy(conn, table, _frames(frames))
+        return _copy(conn, table, _batches(frames))
     written = 0
-    for frame in _frames(frames):
-        names, rows = prepare(table, frame)
+    for batch in _batches(frames):
+        names, rows = prepare(table, batch)
         for chunk in _chunks(rows):
             conn.execute(table.insert(), [dict(zip(names, row, strict=True)) for row in chunk])
         written += len(rows)
@@ -408,14 +457,14 @@ def replace_rows(
     conn: Connection,
     table: sa.Table,
     where: sa.ColumnElement[bool],
-    frames: pd.DataFrame | Iterable[pd.DataFrame],
+    frames: Batch | Iterable[Batch],
 ) -> tuple[int, int]:
     """Delete the rows ``where`` selects, then insert the frame(s); returns (deleted, inserted).
 
     Run it inside the caller's transaction: re-running a partition then replaces it atomically,
     and an insert that fails (a stream's later frame included) takes the delete back with it.
     """
-    if isinstance(frames, pd.DataFrame):
+    if isinstance(frames, pd.DataFrame | Mapping):
         check_columns(table, frames)  # before deleting anything
     deleted = conn.execute(sa.delete(table).where(where)).rowcount or 0
     return deleted, bulk_insert(conn, table, frames)

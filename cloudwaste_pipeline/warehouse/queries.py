@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from cloudwaste_pipeline.costs import month_bounds
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse import schema
-from cloudwaste_pipeline.warehouse.load import read_frame, replace_rows
+from cloudwaste_pipeline.warehouse.load import Batch, read_frame, replace_rows
 
 
 def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
@@ -118,7 +118,7 @@ def replace_scan_partition(
     table: sa.Table,
     scan_date: date,
     account_hash: str,
-    frame: pd.DataFrame | Iterable[pd.DataFrame],
+    frame: Batch | Iterable[Batch],
     extra: sa.ColumnElement[bool] | None = None,
 ) -> tuple[int, int]:
     where = sa.and_(table.c.scan_date == scan_date, table.c.account_hash == account_hash)

@@ -7,6 +7,7 @@ assets rebuild their partition from that stored scan and replace it in one trans
 """
 
 import functools
+import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.defs.metadata import counts_table, preview
+from cloudwaste_pipeline.defs.metadata import PREVIEW_ROWS, counts_table, preview
 from cloudwaste_pipeline.defs.partitions import scan_partitions
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy import derive, erasure
@@ -157,7 +158,7 @@ class Derivation:
     scan: dict[str, Any]
     collected_at: datetime
 
-    def training_chunks(self) -> Iterator[pd.DataFrame]:
+    def training_chunks(self) -> Iterator[dict[str, list[Any]]]:
         """The ML rows a few at a time, derived as a streaming load takes them."""
         detections = self.scan["detections"]
         return derive.training_row_chunks(detections, self.key, self.part.day, self.collected_at)
@@ -210,11 +211,23 @@ def ml_training_data(
     d = derivation(context, warehouse, anonymizer, cloud)
     table = schema.ml_training_data
     partition = sa.and_(table.c.scan_date == d.part.day, table.c.account_hash == d.account_hash)
-    streamed: list[pd.DataFrame] = []  # what was loaded, for the metadata
+    shown = [
+        "resource_type",
+        "detection_scenario",
+        "confidence_level",
+        "region_anonymized",
+        "resource_age_days",
+        "cost_monthly",
+    ]
+    shown_rows: dict[str, list[Any]] = {}  # the first rows loaded, for the preview
+    cost = 0.0  # of every row loaded
 
-    def chunks() -> Iterator[pd.DataFrame]:
+    def chunks() -> Iterator[dict[str, list[Any]]]:
+        nonlocal cost
         for chunk in d.training_chunks():
-            streamed.append(chunk)
+            if not shown_rows:
+                shown_rows.update({c: chunk[c][:PREVIEW_ROWS] for c in shown})
+            cost += math.fsum(chunk["cost_monthly"])
             yield chunk
 
     with warehouse.engine().begin() as conn:
@@ -225,25 +238,13 @@ def ml_training_data(
         labels = conn.execute(
             sa.select(sa.func.count()).where(partition, table.c.user_action.is_not(None))
         ).scalar()
-    rows = pd.concat(streamed, ignore_index=True) if streamed else pd.DataFrame()
-    cost = float(rows["cost_monthly"].sum()) if not rows.empty else 0.0
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": inserted,
             "rows_replaced": deleted,
             "rows_labelled": int(labels or 0),
             "waste_monthly_usd": round(cost, 2),
-            "preview": preview(
-                rows,
-                [
-                    "resource_type",
-                    "detection_scenario",
-                    "confidence_level",
-                    "region_anonymized",
-                    "resource_age_days",
-                    "cost_monthly",
-                ],
-            ),
+            "preview": preview(pd.DataFrame(shown_rows)),
         }
     )
 
