@@ -428,8 +428,7 @@ METRIC_DECIMALS = 4
 def _finite(values: Sequence[float] | np.ndarray) -> list[float]:
     if isinstance(values, np.ndarray):
         values = values.ravel().tolist()
-    floats = [float(v) for v in values]
-    return [v for v in floats if math.isfinite(v)]
+    return [v for v in map(float, values) if math.isfinite(v)]
 
 
 def _mean_std(y: list[float]) -> tuple[float, float]:
@@ -438,7 +437,7 @@ def _mean_std(y: list[float]) -> tuple[float, float]:
     mean = math.fsum(y) / n
     if n < 2:
         return mean, 0.0
-    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in y) / (n - 1))
+    return mean, math.sqrt(math.fsum([(v - mean) * (v - mean) for v in y]) / (n - 1))
 
 
 def calculate_trend(values: Sequence[float] | np.ndarray) -> str:
@@ -468,7 +467,7 @@ def _trend(y: list[float], mean: float, std: float) -> str:
         return "volatile"
     middle = (n - 1) / 2
     spread = n * (n * n - 1) / 12  # sum of (x - mean(x))^2 for x = 0..n-1
-    slope = math.fsum((x - middle) * (v - mean) for x, v in enumerate(y)) / spread
+    slope = math.fsum([(x - middle) * (v - mean) for x, v in enumerate(y)]) / spread
     change = slope * (n - 1) / max(abs(mean), TREND_TINY)
     if change > TREND_RELATIVE_CHANGE:
         return "increasing"
@@ -597,8 +596,15 @@ def _scalar(value: Any) -> bool | int | float | str | None:
     if isinstance(value, bool | int):
         return value
     if isinstance(value, str):
-        return value if scrub_text(value) == value else None
+        return value if _plain_text(value) else None
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _plain_text(value: str) -> bool:
+    """Whether ``scrub_text`` leaves the value alone; cached, as config values repeat (gp3,
+    t3.micro, Standard_LRS...) and the scrubbing patterns cost more than the rest of a row."""
+    return scrub_text(value) == value
 
 
 def whitelist_config(resource_type: str, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,13 @@ def naive_utc(value: str | datetime | None) -> datetime | None:
     return parsed
 
 
+def _naive_utc_each(values: list[Any]) -> list[datetime | None]:
+    """``naive_utc`` of each value, parsed once per distinct value: the detections of a scan
+    share their detection time."""
+    known: dict[Any, datetime | None] = {}
+    return [known[v] if v in known else known.setdefault(v, naive_utc(v)) for v in values]
+
+
 def temporal_features(created_at: datetime | None) -> dict[str, Any] | None:
     """When a resource was created (roadmap 2.5): weekend and night resources are often tests."""
     if created_at is None:
@@ -95,8 +102,8 @@ def training_columns(
         return {}
     count = len(detections)
     provider = detections[0]["provider"]
-    created = [naive_utc(v) for v in _optional(detections, "created_at")]
-    detected = [naive_utc(v) for v in _field(detections, "detected_at")]
+    created = _naive_utc_each(_optional(detections, "created_at"))
+    detected = _naive_utc_each(_field(detections, "detected_at"))
     types = _field(detections, "resource_type")
     estimated = [round(float(v), 4) for v in _field(detections, "cost_monthly")]
     has_real = any("cost_real_monthly" in d for d in detections)

@@ -294,12 +294,23 @@ def _csv_booleans(values: list[Any]) -> list[str]:
     return ["" if v is None else ("t" if v else "f") for v in values]
 
 
+def _once_each(values: list[Any], text: Callable[[Any], str]) -> list[str]:
+    """``text`` of each value, computed once per distinct value (None is ""): the rows of a scan
+    share their scan date and timestamps, and formatting those was a seventh of a row's CSV."""
+    known: dict[Any, str] = {None: ""}
+    return [known[v] if v in known else known.setdefault(v, text(v)) for v in values]
+
+
 def _csv_datetimes(values: list[Any]) -> list[str]:
-    return ["" if v is None else v.isoformat(sep=" ") for v in values]
+    return _once_each(values, lambda v: v.isoformat(sep=" "))
+
+
+def _csv_dates(values: list[Any]) -> list[str]:
+    return _once_each(values, date.isoformat)
 
 
 def _csv_text(values: list[Any]) -> list[str]:
-    return ["" if v is None else str(v) for v in values]  # ints, dates, UUIDs
+    return ["" if v is None else str(v) for v in values]  # ints, UUIDs
 
 
 class _Kind(NamedTuple):
@@ -316,7 +327,7 @@ class _Kind(NamedTuple):
 _KINDS: tuple[tuple[type, _Kind], ...] = (  # first match wins
     (sa.JSON, _Kind(_keep, dict, _csv_json)),  # JSON objects; lists and scalars convert
     (sa.DateTime, _Kind(_to_datetime, None, _csv_datetimes)),
-    (sa.Date, _Kind(_to_date, date, _csv_text)),
+    (sa.Date, _Kind(_to_date, date, _csv_dates)),
     (sa.Boolean, _Kind(bool, bool, _csv_booleans)),
     (sa.Integer, _Kind(_to_int, int, _csv_text)),
     (sa.Float, _Kind(float, None, _csv_floats)),
@@ -338,7 +349,9 @@ def csv_lines(table: sa.Table, names: Sequence[str], columns: Sequence[Sequence[
     fields = [
         _kind(table.c[name]).csv(list(values)) for name, values in zip(names, columns, strict=True)
     ]
-    return "".join(",".join(row) + "\n" for row in zip(*fields, strict=True))
+    if not fields or not fields[0]:
+        return ""
+    return "\n".join(map(",".join, zip(*fields, strict=True))) + "\n"
 
 
 COPY_PIECE_ROWS = 500
