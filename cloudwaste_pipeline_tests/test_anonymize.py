@@ -30,6 +30,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     load_key,
     scrub_text,
     summarize_metric,
+    summarize_metrics,
     whitelist_config,
 )
 
@@ -387,6 +388,13 @@ def test_summarize_metric_agrees_with_numpy(values: list[float]) -> None:
         assert summary[name] == pytest.approx(round(float(value), 4), rel=1e-9, abs=1e-4)
     assert summary["avg"] == pytest.approx(float(np.mean(values)), rel=1e-9, abs=1e-4)
     assert summary["n"] == len(values)
+
+
+@given(st.lists(st.lists(finite_floats, max_size=8), max_size=12))
+def test_a_series_summary_does_not_depend_on_its_batch(many: list[list[float]]) -> None:
+    """Summarized together (stacked by length), each series gets what it gets alone."""
+    assert summarize_metrics(many) == [summarize_metric(values) for values in many]
+    assert summarize_metrics(many[::-1]) == summarize_metrics(many)[::-1]
 
 
 def test_trend_of_a_numpy_array_ignores_non_finite_values() -> None:

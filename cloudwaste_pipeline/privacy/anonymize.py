@@ -137,23 +137,21 @@ def hash_values(kind: str, provider: str, values: Iterable[Any], key: bytes) -> 
     """
     _check_kind_provider(kind, provider)
     base = hmac.new(key, _prefix(kind, provider), hashlib.sha256)
-    known: dict[str, str | None] = {}
+    known: dict[str, str] = {}
 
-    def one(value: Any) -> str | None:
-        if _is_missing(value):
-            return None
+    def digest(value: Any) -> str:
         mac = base.copy()
         mac.update(normalize_identifier(kind, provider, value).encode("utf-8"))
         return mac.hexdigest()
 
     hashes = []
     for value in values:
-        if not isinstance(value, str):  # missing (None), or refused by ``one``
-            hashes.append(one(value))
-            continue
-        if value not in known:
-            known[value] = one(value)
-        hashes.append(known[value])
+        if isinstance(value, str):
+            if value not in known:
+                known[value] = digest(value)
+            hashes.append(known[value])
+        else:  # missing (None/NaN/NA), or refused by normalize_identifier
+            hashes.append(None if _is_missing(value) else digest(value))
     return hashes
 
 
@@ -431,15 +429,6 @@ def _finite(values: Sequence[float] | np.ndarray) -> list[float]:
     return [v for v in map(float, values) if math.isfinite(v)]
 
 
-def _mean_std(y: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for one point), with exact sums."""
-    n = len(y)
-    mean = math.fsum(y) / n
-    if n < 2:
-        return mean, 0.0
-    return mean, math.sqrt(math.fsum([(v - mean) * (v - mean) for v in y]) / (n - 1))
-
-
 def calculate_trend(values: Sequence[float] | np.ndarray) -> str:
     """One of "increasing", "decreasing", "stable", "volatile", by a scale-free rule.
 
@@ -451,38 +440,9 @@ def calculate_trend(values: Sequence[float] | np.ndarray) -> str:
     3. otherwise the least-squares slope times (n - 1), divided by max(|mean|, tiny), i.e. the
        fitted change across the window relative to the level: above +``TREND_RELATIVE_CHANGE``
        "increasing", below its negative "decreasing", else "stable".
-
-    Plain Python, not numpy: series are short (days of a month) and numpy's per-call overhead
-    was two thirds of the cost of deriving a training row.
     """
-    y = _finite(values)
-    return _trend(y, *_mean_std(y)) if y else "stable"
-
-
-def _trend(y: list[float], mean: float, std: float) -> str:
-    n = len(y)
-    if n < TREND_MIN_POINTS or std == 0.0:
-        return "stable"
-    if mean == 0.0 or std / abs(mean) > TREND_VOLATILE_CV:
-        return "volatile"
-    middle = (n - 1) / 2
-    spread = n * (n * n - 1) / 12  # sum of (x - mean(x))^2 for x = 0..n-1
-    slope = math.fsum([(x - middle) * (v - mean) for x, v in enumerate(y)]) / spread
-    change = slope * (n - 1) / max(abs(mean), TREND_TINY)
-    if change > TREND_RELATIVE_CHANGE:
-        return "increasing"
-    if change < -TREND_RELATIVE_CHANGE:
-        return "decreasing"
-    return "stable"
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    """numpy's default ("linear") percentile of sorted values, with numpy's interpolation."""
-    position = (len(ordered) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    a, b, t = ordered[low], ordered[high], position - low
-    return b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t
+    summary = summarize_metric(values)
+    return summary["trend"] if summary else "stable"
 
 
 def summarize_metric(values: Sequence[float] | np.ndarray) -> dict[str, Any] | None:
@@ -491,19 +451,59 @@ def summarize_metric(values: Sequence[float] | np.ndarray) -> dict[str, Any] | N
     Only these aggregates reach the training rows: they describe usage without the daily shape
     that could fingerprint a workload. Non-finite values (NaN, inf) are ignored.
     """
-    y = _finite(values)
-    if not y:
-        return None
-    ordered = sorted(y)
-    mean, std = _mean_std(y)
-    return {
-        "avg": round(mean, METRIC_DECIMALS),
-        "p50": round(_percentile(ordered, 50), METRIC_DECIMALS),
-        "p95": round(_percentile(ordered, 95), METRIC_DECIMALS),
-        "p99": round(_percentile(ordered, 99), METRIC_DECIMALS),
-        "trend": _trend(y, mean, std),
-        "n": len(y),
-    }
+    return summarize_metrics([values])[0]
+
+
+def summarize_metrics(
+    many: Sequence[Sequence[float] | np.ndarray],
+) -> list[dict[str, Any] | None]:
+    """``summarize_metric`` of many series, in a few numpy calls.
+
+    Series with the same number of finite values are stacked into one array and reduced along
+    its rows: a scan's series mostly share their length (days in the window), and numpy's
+    per-call overhead on 3-to-30-point series was most of the cost of a training row. Each row
+    of an array is reduced on its own, so a series' summary does not depend on its batch.
+    Values are rounded to ``METRIC_DECIMALS`` by ``np.round``.
+    """
+    finite = [_finite(values) for values in many]
+    by_length: dict[int, list[int]] = {}
+    for index, y in enumerate(finite):
+        if y:
+            by_length.setdefault(len(y), []).append(index)
+    summaries: list[dict[str, Any] | None] = [None] * len(finite)
+    for indexes in by_length.values():
+        block = np.array([finite[i] for i in indexes], dtype=float)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge values: inf, as in Python
+            computed = _summaries(block)
+        for i, summary in zip(indexes, computed, strict=True):
+            summaries[i] = summary
+    return summaries
+
+
+def _summaries(block: np.ndarray) -> list[dict[str, Any]]:
+    """The summaries of the rows of ``block`` (k series of n finite values)."""
+    n = block.shape[1]
+    mean = block.mean(axis=1)
+    std = block.std(axis=1, ddof=1) if n > 1 else np.zeros(len(block))
+    percentiles = np.percentile(block, [50, 95, 99], axis=1, method="linear")
+    trends = np.full(len(block), "stable", dtype=object)
+    if n >= TREND_MIN_POINTS:
+        middle = (n - 1) / 2
+        spread = n * (n * n - 1) / 12  # sum of (x - mean(x))^2 for x = 0..n-1
+        # A product then a sum per row (not a matrix product, whose BLAS kernel may group the
+        # additions differently with the number of rows).
+        slope = ((block - mean[:, None]) * (np.arange(n) - middle)).sum(axis=1) / spread
+        change = slope * (n - 1) / np.maximum(np.abs(mean), TREND_TINY)
+        variation = std / np.where(mean == 0.0, 1.0, np.abs(mean))
+        trends[change > TREND_RELATIVE_CHANGE] = "increasing"
+        trends[change < -TREND_RELATIVE_CHANGE] = "decreasing"
+        trends[(mean == 0.0) | (variation > TREND_VOLATILE_CV)] = "volatile"
+        trends[std == 0.0] = "stable"
+    rounded = np.round(np.vstack([mean, percentiles]), METRIC_DECIMALS).tolist()
+    return [
+        {"avg": avg, "p50": p50, "p95": p95, "p99": p99, "trend": trend, "n": n}
+        for avg, p50, p95, p99, trend in zip(*rounded, trends.tolist(), strict=True)
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -649,7 +649,12 @@ _IDENTIFYING_TAG_VALUE = re.compile(
 )
 
 
+_TAG_KEYS = frozenset(TAG_ALLOWLIST)
+
+
+@functools.lru_cache(maxsize=4096)
 def _tag_key(key: str) -> str:
+    """The key as matched against the allowlist; cached, as a fleet reuses a few tag keys."""
     return key.strip().lower().replace("_", "-").replace(" ", "-")
 
 
@@ -664,7 +669,7 @@ def anonymize_tags(tags: Mapping[str, Any]) -> dict[str, str]:
     kept: dict[str, str] = {}
     for raw_key in sorted(k for k in tags if isinstance(k, str)):
         key = _tag_key(raw_key)
-        if key not in TAG_ALLOWLIST or key in kept:
+        if key not in _TAG_KEYS or key in kept:
             continue
         value = tags[raw_key]
         if isinstance(value, np.generic):

@@ -22,6 +22,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     hash_user,
     hash_values,
     summarize_metric,
+    summarize_metrics,
     whitelist_config,
 )
 
@@ -66,14 +67,23 @@ def temporal_features(created_at: datetime | None) -> dict[str, Any] | None:
     }
 
 
-def metrics_summary(metrics: Mapping[str, Iterable[Iterable[Any]]] | None) -> dict[str, Any] | None:
-    """Aggregates only (avg, p50, p95, p99, trend): the daily series stays in the history table."""
-    summary = {
-        name: summarize_metric([float(v) for _, v in series])
-        for name, series in (metrics or {}).items()
-        if series
-    }
-    return {k: v for k, v in summary.items() if v is not None} or None
+def metrics_summaries(
+    all_metrics: list[Mapping[str, Iterable[Iterable[Any]]] | None],
+) -> list[dict[str, Any] | None]:
+    """Per detection, aggregates only (avg, p50, p95, p99, trend) of each metric: the daily
+    series stays in the history table. Every series of the batch is summarized in one pass."""
+    keys: list[tuple[int, str]] = []
+    series: list[list[Any]] = []
+    for row, metrics in enumerate(all_metrics):
+        for name, points in (metrics or {}).items():
+            if points:
+                keys.append((row, name))
+                series.append([v for _, v in points])  # made floats by summarize_metrics
+    summaries: list[dict[str, Any]] = [{} for _ in all_metrics]
+    for (row, name), summary in zip(keys, summarize_metrics(series), strict=True):
+        if summary is not None:
+            summaries[row][name] = summary
+    return [summary or None for summary in summaries]
 
 
 def _field(detections: list[dict[str, Any]], name: str) -> list[Any]:
@@ -118,7 +128,7 @@ def training_columns(
         ],
         "detection_scenario": _field(detections, "detection_scenario"),
         "confidence_level": _field(detections, "confidence_level"),
-        "metrics_summary": [metrics_summary(m) for m in _optional(detections, "metrics")],
+        "metrics_summary": metrics_summaries(_optional(detections, "metrics")),
         "cost_monthly": estimated,
         "cost_source": _optional(detections, "cost_source"),
         **real_cost_columns(
