@@ -482,3 +482,46 @@ def test_stale_planner_statistics_are_refreshed_before_a_postgres_export(
         ).one()
     assert tuple(analyzed) == (True, 0)
     assert exports.refresh_statistics(postgres_engine, table) is False
+
+
+def test_the_export_reads_with_a_serial_plan_and_leaves_the_session_as_it_was(
+    postgres_engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel workers and JIT are off for the export's COPY only: the pooled connection it
+    used comes back with the server's settings."""
+    fill_week(postgres_engine)
+    settings_query = (
+        "SELECT current_setting('max_parallel_workers_per_gather'), current_setting('jit')"
+    )
+    with postgres_engine.connect() as conn:
+        before = tuple(conn.exec_driver_sql(settings_query).one())
+    assert before != ("0", "off")  # the server's defaults, or the test proves nothing
+    during: list[tuple[str, str]] = []
+    pids: list[int] = []
+    real_raw_connection = postgres_engine.raw_connection
+
+    class Cursor:
+        def __init__(self, cursor: Any) -> None:
+            self.cursor = cursor
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.cursor, name)
+
+        def copy_expert(self, sql: str, file: Any, *args: Any) -> Any:
+            self.cursor.execute(settings_query)
+            during.append(tuple(self.cursor.fetchone()))
+            return self.cursor.copy_expert(sql, file, *args)
+
+    def raw_connection() -> Any:
+        raw = real_raw_connection()
+        pids.append(raw.dbapi_connection.get_backend_pid())
+        real_cursor = raw.cursor
+        monkeypatch.setattr(raw, "cursor", lambda: Cursor(real_cursor()))
+        return raw
+
+    monkeypatch.setattr(postgres_engine, "raw_connection", raw_connection)
+    export_window(postgres_engine, LocalDestination(tmp_path), MONDAY, SUNDAY, ("parquet",))
+    assert during and set(during) == {("0", "off")}
+    with postgres_engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() in pids
+        assert tuple(conn.exec_driver_sql(settings_query).one()) == before
