@@ -267,3 +267,36 @@ def erase(
             reason=reason,
             now=settings.now(),
         )
+
+
+def predict_waste(
+    detections: list[dict[str, Any]] | pd.DataFrame, *, models_dir: str | Path | None = None
+) -> list[float]:
+    """P(the user deletes it) for each detection, by the active model, in the input's order.
+
+    ``detections``: detections as the scanner reports them (dicts with ``provider``,
+    ``account_id``, ``resource_id``, ``resource_type``, ``detection_scenario``,
+    ``confidence_level``, ``cost_monthly``, ``detected_at``... as in ``raw_cloud_scans``), which
+    are anonymized exactly as for training; or ``ml_training_data`` rows (a DataFrame from
+    ``load_dataset``). The model is the one ``active_waste_model`` promoted; ``NoActiveModel`` if
+    none has been. "0.87" is CloudWaste's "87% chance this resource will become waste".
+    """
+    from cloudwaste_pipeline.ml import registry
+    from cloudwaste_pipeline.ml.features import build_features
+    from cloudwaste_pipeline.privacy.derive import training_rows
+
+    folder = Path(models_dir) if models_dir else settings.paths().models
+    model, _ = registry.load_active(folder)
+    if isinstance(detections, pd.DataFrame):
+        rows = detections
+    else:
+        if not detections:
+            return []
+        now = settings.now()
+        try:
+            rows = training_rows(list(detections), load_key(), now.date(), now)
+        except KeyError as exc:
+            raise ValueError(f"a detection lacks the scanner's field {exc}") from exc
+    if rows.empty:
+        return []
+    return [float(p) for p in model.predict_proba(build_features(rows))[:, 1]]

@@ -7,11 +7,11 @@ editable install or a non-editable install in a Docker image.
 import dagster as dg
 
 from cloudwaste_pipeline.defs import adhoc_exports, checks, jobs, schedules, sensors
-from cloudwaste_pipeline.defs.assets import actions, costs, outputs, scans
+from cloudwaste_pipeline.defs.assets import actions, costs, models, outputs, scans
 from cloudwaste_pipeline.defs.resources import build_resources
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([scans, actions, costs, outputs]),
+    assets=dg.load_assets_from_modules([scans, actions, costs, outputs, models]),
     asset_checks=dg.load_asset_checks_from_modules([checks]),
     jobs=[
         jobs.scan_job,

@@ -31,6 +31,7 @@ import yaml
 from cloudwaste_pipeline import api, settings
 from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.defs.sensors import register_accounts
+from cloudwaste_pipeline.ml import registry
 from cloudwaste_pipeline.simulation.behaviour import Decision, decide
 from cloudwaste_pipeline.simulation.fleet import FleetSpec, plan_fleet, scan_time
 from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
@@ -47,6 +48,7 @@ class DemoSummary:
     export_files: list[Path]
     model_metrics: dict[str, Any]
     failed_runs: list[str] = field(default_factory=list)
+    active_model: str | None = None
 
 
 def prepare_home(home: Path) -> settings.Paths:
@@ -187,7 +189,8 @@ class DemoRunner:
         if weeks:
             self.run_job("weekly_export_job", partition_key=str(weeks[-1]))
         else:
-            self.materialize("waste_prediction_model")
+            if self.materialize("waste_prediction_model"):
+                self.materialize("active_waste_model")
             self.materialize("ml_collection_stats")
 
 
@@ -231,6 +234,7 @@ def run_demo(
         export_files=sorted(p for p in paths.exports.rglob("*") if p.is_file()),
         model_metrics=metrics,
         failed_runs=runner.failed,
+        active_model=(registry.active(paths.models) or {}).get("version"),
     )
 
 
@@ -248,6 +252,7 @@ def print_summary(summary: DemoSummary) -> None:
             f"\nwaste_prediction_model: accuracy {m.get('accuracy')} "
             f"(majority baseline {m.get('baseline_accuracy')}), ROC AUC {m.get('roc_auc')}, "
             f"trained on {m.get('train_rows')} resources, tested on {m.get('test_rows')} newer ones"
+            f"\nactive_waste_model (used by api.predict_waste): {summary.active_model or 'none'}"
         )
     if summary.failed_runs:
         print(f"\nFailed runs ({len(summary.failed_runs)}): {', '.join(summary.failed_runs[:10])}")

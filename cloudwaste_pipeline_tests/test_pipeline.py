@@ -35,7 +35,11 @@ def counts() -> dict[str, int]:
 
 def test_demo_fills_all_six_tables_exports_and_a_model(demo):
     summary = demo.summary
-    assert summary.failed_runs == []
+    # Nine days of history hold too few labels for a model worth promoting: the candidate is
+    # trained and saved, the blocking beats_baseline check holds it back and fails the weekly
+    # run (its exports and stats are written); tests/test_ml.py covers a promotion.
+    assert summary.failed_runs == ["weekly_export_job 2026-11-09"]
+    assert summary.active_model is None
     assert set(summary.table_counts) == {t.name for t in schema.ML_TABLES}
     assert all(n > 0 for n in summary.table_counts.values()), summary.table_counts
     names = {p.name for p in summary.export_files}
@@ -49,12 +53,8 @@ def test_demo_fills_all_six_tables_exports_and_a_model(demo):
     assert len(rows) == len(parquet) > 0
     metrics = summary.model_metrics
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "baseline_accuracy" in metrics
-    model_file = next((demo.home / "models").glob("waste_prediction_model-*.skops"))
-    examples = api.load_dataset("ml_training_data").head(5)
-    from cloudwaste_pipeline.ml.features import build_features
-
-    probabilities = train.load(model_file).predict_proba(build_features(examples))[:, 1]
-    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    passed, reason = train.promotion_verdict(metrics)
+    assert not passed and "test rows" in reason, reason
 
 
 def raw_identifiers(demo) -> set[str]:
@@ -179,6 +179,7 @@ def test_schedules_and_jobs_are_wired():
         "cost_trend_data",
         "ml_dataset_exports",
         "waste_prediction_model",
+        "active_waste_model",
         "ml_collection_stats",
     }
 

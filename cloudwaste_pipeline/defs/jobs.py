@@ -32,9 +32,15 @@ cost_trends_job = dg.define_asset_job(
 weekly_export_job = dg.define_asset_job(
     "weekly_export_job",
     selection=dg.AssetSelection.assets(
-        "ml_dataset_exports", "waste_prediction_model", "ml_collection_stats"
+        "ml_dataset_exports",
+        "waste_prediction_model",
+        "active_waste_model",
+        "ml_collection_stats",
     ),
-    description="Export the week's datasets, retrain the model and refresh the stats.",
+    description=(
+        "Export the week's datasets, retrain the model (promoted only if it beats the "
+        "baseline) and refresh the stats."
+    ),
 )
 
 

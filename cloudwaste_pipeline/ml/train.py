@@ -17,10 +17,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import skops.io as sio
+from sklearn.calibration import calibration_curve
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import accuracy_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    brier_score_loss,
+    confusion_matrix,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
@@ -35,12 +43,19 @@ class NotEnoughLabels(ValueError):
     """Too few labelled resources, or a single class: no model can be measured yet."""
 
 
+CALIBRATION_BINS = 5
+MIN_TEST_ROWS = 30
+"""Fewer held-out examples than this measure nothing: such a model is not promoted."""
+
+
 @dataclass
 class TrainedModel:
     pipeline: Pipeline
     metrics: dict[str, Any]
     version: str
     features: list[str]
+    report: dict[str, Any]
+    """Confusion matrix, feature importances and calibration bins on the test window."""
 
 
 def make_pipeline() -> Pipeline:
@@ -80,23 +95,88 @@ def train(examples: pd.DataFrame, version: str) -> TrainedModel:
     probabilities = pipeline.predict_proba(build_features(test_rows))[:, 1]
     predicted = (probabilities >= 0.5).astype(int)
     majority = int(y_train.mean() >= 0.5)
+    base_rate = float(y_train.mean())
+    both_classes = y_test.nunique() == 2
     metrics: dict[str, Any] = {
         "train_rows": len(train_rows),
         "test_rows": len(test_rows),
-        "positive_rate_train": round(float(y_train.mean()), 4),
+        "positive_rate_train": round(base_rate, 4),
         "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
         "baseline_accuracy": round(
             float(accuracy_score(y_test, np.full(len(y_test), majority))), 4
         ),
         "precision": round(float(precision_score(y_test, predicted, zero_division=0)), 4),
         "recall": round(float(recall_score(y_test, predicted, zero_division=0)), 4),
-        "roc_auc": round(float(roc_auc_score(y_test, probabilities)), 4)
-        if y_test.nunique() == 2
-        else None,
+        "roc_auc": round(float(roc_auc_score(y_test, probabilities)), 4) if both_classes else None,
+        # Calibration: the Brier score of the probabilities beside that of always saying the
+        # training window's positive rate (lower is better).
+        "brier": round(float(brier_score_loss(y_test, probabilities)), 4),
+        "baseline_brier": round(
+            float(brier_score_loss(y_test, np.full(len(y_test), base_rate))), 4
+        ),
         "train_window_end": str(train_rows["detected_at"].max()),
         "test_window_start": str(test_rows["detected_at"].min()),
     }
-    return TrainedModel(pipeline, metrics, version, CATEGORICAL + NUMERIC)
+    report = {
+        "confusion_matrix": confusion_matrix(y_test, predicted, labels=[0, 1]).tolist(),
+        "feature_importances": feature_importances(pipeline),
+        "calibration": calibration(y_test.to_numpy(), probabilities),
+    }
+    return TrainedModel(pipeline, metrics, version, CATEGORICAL + NUMERIC, report)
+
+
+def feature_importances(pipeline: Pipeline) -> dict[str, float]:
+    """The forest's impurity importances per input feature, one-hot columns summed back into
+    the categorical feature they encode; largest first."""
+    preprocess = pipeline.named_steps["preprocess"]
+    encoder = preprocess.named_transformers_["categorical"]
+    widths = [len(c) for c in encoder.categories_] + [1] * len(NUMERIC)
+    importances = pipeline.named_steps["model"].feature_importances_
+    bounds = np.cumsum([0, *widths])
+    summed = {
+        name: round(float(importances[bounds[i] : bounds[i + 1]].sum()), 4)
+        for i, name in enumerate(CATEGORICAL + NUMERIC)
+    }
+    return dict(sorted(summed.items(), key=lambda item: -item[1]))
+
+
+def calibration(y_true: np.ndarray, probabilities: np.ndarray) -> list[dict[str, float]]:
+    """Reliability bins (quantile bins of the predicted probability): mean predicted beside
+    observed deletion rate; a calibrated model's two columns agree."""
+    observed, predicted = calibration_curve(
+        y_true, probabilities, n_bins=CALIBRATION_BINS, strategy="quantile"
+    )
+    return [
+        {"predicted": round(float(p), 4), "observed": round(float(o), 4)}
+        for p, o in zip(predicted, observed, strict=True)
+    ]
+
+
+def promotion_verdict(metrics: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a trained model may become the active one, and why.
+
+    It must beat the trivial baselines on the newer, held-out window: accuracy above the
+    majority class, Brier score below the constant base rate (its probabilities are shown to
+    users, so they must be better than the base rate), and ROC AUC above 0.5 when the test
+    window holds both classes; and the window must hold at least ``MIN_TEST_ROWS`` examples.
+    """
+    failures = []
+    if metrics["test_rows"] < MIN_TEST_ROWS:
+        failures.append(f"{metrics['test_rows']} test rows < {MIN_TEST_ROWS}")
+    if not metrics["accuracy"] > metrics["baseline_accuracy"]:
+        failures.append(
+            f"accuracy {metrics['accuracy']} <= baseline {metrics['baseline_accuracy']}"
+        )
+    if not metrics["brier"] < metrics["baseline_brier"]:
+        failures.append(f"Brier {metrics['brier']} >= baseline {metrics['baseline_brier']}")
+    if metrics.get("roc_auc") is not None and not metrics["roc_auc"] > 0.5:
+        failures.append(f"ROC AUC {metrics['roc_auc']} <= 0.5")
+    if failures:
+        return False, "does not beat the baseline: " + "; ".join(failures)
+    return True, (
+        f"beats the baseline: accuracy {metrics['accuracy']} > {metrics['baseline_accuracy']}, "
+        f"Brier {metrics['brier']} < {metrics['baseline_brier']}"
+    )
 
 
 def save(model: TrainedModel, folder: Path, trained_at: datetime) -> Path:
@@ -109,6 +189,7 @@ def save(model: TrainedModel, folder: Path, trained_at: datetime) -> Path:
         "trained_at": trained_at.isoformat(),
         "features": model.features,
         "metrics": model.metrics,
+        "report": model.report,
         "file": path.name,
     }
     path.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -1,11 +1,10 @@
-"""What the collected data is for: weekly dataset exports, the model, and the collection stats."""
+"""What the collected data is for: weekly dataset exports and the collection stats."""
 
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
-import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
@@ -13,8 +12,6 @@ from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.partitions import export_weeks
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
 from cloudwaste_pipeline.exports import ExportResult, export_subfolder, export_window
-from cloudwaste_pipeline.ml import train as training
-from cloudwaste_pipeline.ml.features import one_per_resource
 from cloudwaste_pipeline.quality import CHECKS, ERROR, QualityReport, validate_data_quality
 from cloudwaste_pipeline.warehouse import queries, schema
 
@@ -108,50 +105,6 @@ def ml_dataset_exports(
     )
     context.log.info(f"exported {start}..{end}: {result.row_counts} to {result.location}")
     yield dg.MaterializeResult(metadata=export_metadata(result, start, end))
-
-
-def labelled_examples(conn: sa.Connection) -> pd.DataFrame:
-    """One example per labelled resource: its first detection (see ml.features)."""
-    ml = schema.ml_training_data
-    rows = queries.frame(conn, sa.select(ml).where(ml.c.user_action.is_not(None)))
-    return one_per_resource(rows) if not rows.empty else rows
-
-
-@dg.asset(
-    group_name="ml",
-    kinds={"scikitlearn", "python"},
-    owners=["team:ml"],
-    deps=[dg.AssetDep("ml_training_data", partition_mapping=ALL), "user_action_patterns"],
-    description=(
-        "RandomForest predicting which detections users delete (deleted vs kept/ignored), "
-        "trained on one example per resource with a time-aware split and reported beside the "
-        "majority-class baseline. Saved with skops under $CLOUDWASTE_HOME/models."
-    ),
-)
-def waste_prediction_model(
-    context: dg.AssetExecutionContext, warehouse: WarehouseResource, files: FilesResource
-) -> dg.MaterializeResult:
-    with warehouse.engine().connect() as conn:
-        examples = labelled_examples(conn)
-    trained_at = settings.now()
-    version = trained_at.strftime("%Y%m%dT%H%M%SZ")
-    try:
-        model = training.train(examples, version)
-    except training.NotEnoughLabels as exc:
-        raise dg.Failure(description=f"cannot train yet: {exc}") from exc
-    path = training.save(model, files.models(), trained_at)
-    metrics = model.metrics
-    context.log.info(
-        f"accuracy {metrics['accuracy']} vs baseline {metrics['baseline_accuracy']}, "
-        f"ROC AUC {metrics['roc_auc']}"
-    )
-    return dg.MaterializeResult(
-        metadata={
-            "version": version,
-            "model_path": dg.MetadataValue.path(str(path)),
-            **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
-        }
-    )
 
 
 @dg.asset(
