@@ -124,10 +124,10 @@ def test_a_model_trained_on_noise_does_not_pass_the_promotion_gate():
 @pytest.mark.parametrize(
     ("change", "failing"),
     [
-        ({"accuracy": 0.6}, "accuracy"),
+        ({"accuracy": 0.6, "test_correct": 180}, "accuracy"),
+        ({"test_rows": 10, "accuracy": 0.8, "test_correct": 8}, "not significantly"),
         ({"brier": 0.25}, "Brier"),
         ({"roc_auc": 0.5}, "ROC AUC"),
-        ({"test_rows": 29}, "test rows"),
     ],
 )
 def test_the_gate_names_each_baseline_a_model_fails(change, failing):
@@ -138,6 +138,7 @@ def test_the_gate_names_each_baseline_a_model_fails(change, failing):
         "baseline_brier": 0.24,
         "roc_auc": 0.85,
         "test_rows": 300,
+        "test_correct": 240,
     }
     assert train.promotion_verdict(good)[0] is True
     passed, reason = train.promotion_verdict({**good, **change})
