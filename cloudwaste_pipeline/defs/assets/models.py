@@ -13,6 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.defs.metadata import preview
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
 from cloudwaste_pipeline.ml import registry
 from cloudwaste_pipeline.ml import train as training
@@ -31,27 +32,27 @@ def labelled_examples(conn: sa.Connection) -> pd.DataFrame:
     return one_per_resource(rows) if not rows.empty else rows
 
 
-def _table(rows: list[list[Any]], header: list[str]) -> dg.MetadataValue:
-    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
-    return dg.MetadataValue.md("\n".join(lines))
-
-
 def report_metadata(report: dict[str, Any]) -> dict[str, dg.MetadataValue]:
     """Confusion matrix, importances and calibration as markdown tables for the UI."""
     (tn, fp), (fn, tp) = report["confusion_matrix"]
+    importances = report["feature_importances"]
     return {
-        "confusion_matrix": _table(
-            [["actual kept/ignored", tn, fp], ["actual deleted", fn, tp]],
-            ["", "predicted kept/ignored", "predicted deleted"],
+        "confusion_matrix": preview(
+            pd.DataFrame(
+                [["actual kept/ignored", tn, fp], ["actual deleted", fn, tp]],
+                columns=["", "predicted kept/ignored", "predicted deleted"],
+            )
         ),
-        "feature_importances": _table(
-            [[name, value] for name, value in list(report["feature_importances"].items())[:20]],
-            ["feature", "importance"],
+        "feature_importances": preview(
+            pd.DataFrame({"feature": list(importances), "importance": list(importances.values())})
         ),
-        "calibration": _table(
-            [[b["predicted"], b["observed"]] for b in report["calibration"]],
-            ["mean predicted P(deleted)", "observed deletion rate"],
+        "calibration": preview(
+            pd.DataFrame(report["calibration"]).rename(
+                columns={
+                    "predicted": "mean predicted P(deleted)",
+                    "observed": "observed deletion rate",
+                }
+            )
         ),
     }
 
