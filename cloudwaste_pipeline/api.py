@@ -250,23 +250,33 @@ def erase(
 
     Removes every row derived from the subject from every table (for a user, also the accounts
     they own per the accounts file), records a tombstone so no re-run brings them back, and
-    reports rows removed per table and the export files already written that hold the subject.
+    reports rows removed per table and the export files already written that hold the subject
+    (local, and under the S3 exports prefix when ``CLOUDWASTE_EXPORTS_S3_URI`` is set).
     The report carries hashes and counts only, never the ids given.
     """
+    from cloudwaste_pipeline.defs.resources import FilesResource, s3_client
+
     path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
     accounts = load_accounts(path) if path.exists() else []
     with engine(database_url).begin() as conn:
-        return erasure.erase(
+        report = erasure.erase(
             conn,
             load_key(),
             user_id=user_id,
             account_id=account_id,
             provider=provider,
             accounts=accounts,
-            exports_dir=settings.paths().exports,
             reason=reason,
             now=settings.now(),
         )
+    # After the commit: searching the exports (large, maybe remote) must not hold row locks.
+    hashes = [s["hash"] for s in report.subjects]
+    report.exported_files = erasure.exported_files(settings.paths().exports, hashes)
+    files = FilesResource()
+    location = files.exports_s3_location()
+    if location is not None:
+        report.exported_files += erasure.exported_objects(s3_client(files), *location, hashes)
+    return report
 
 
 def predict_waste(

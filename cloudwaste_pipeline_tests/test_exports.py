@@ -525,3 +525,52 @@ def test_the_export_reads_with_a_serial_plan_and_leaves_the_session_as_it_was(
     with postgres_engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT pg_backend_pid()").scalar() in pids
         assert tuple(conn.exec_driver_sql(settings_query).one()) == before
+
+
+def test_erasure_finds_the_s3_exports_holding_the_subject(week: Engine, bucket: str):
+    """Published to S3 in every format (gzip too); one account's and one user's hashes are
+    found in the datasets that hold them, and nothing is found for a stranger."""
+    from cloudwaste_pipeline.privacy.erasure import exported_objects
+
+    s3 = boto3.client("s3")
+    destination = exports.S3Destination(s3, bucket, f"ml/weekly/{MONDAY}/")
+    export_window(week, destination, MONDAY, SUNDAY, compression="gzip", kind="weekly")
+    s3.put_object(Bucket=bucket, Key="ml/notes/readme.json", Body=b"{}")  # not a manifest
+
+    found = exported_objects(s3, bucket, "ml/", [digest("account")])
+    uri = f"s3://{bucket}/ml/weekly/{MONDAY}/"
+    names = {
+        f"{d}_{STAMP}{x}"
+        for d in ("ml_training_data", "user_action_patterns", "cost_trends")
+        for x in (".json.gz", ".csv.gz", ".parquet")
+    }
+    assert sorted(found) == sorted(uri + n for n in names)
+    by_user = exported_objects(s3, bucket, "ml/", [digest("user")])
+    assert {u.rsplit("/", 1)[1].split("_2026")[0] for u in by_user} == {"user_action_patterns"}
+    assert exported_objects(s3, bucket, "ml/", [digest("someone else")]) == []
+    assert exported_objects(s3, bucket, "other/", [digest("account")]) == []
+
+
+def test_api_erase_lists_the_s3_exports_once_committed(
+    sqlite_engine: Engine, sqlite_url: str, bucket: str, tmp_path, monkeypatch
+):
+    from cloudwaste_pipeline import api
+    from cloudwaste_pipeline.privacy.anonymize import hash_id
+
+    key = "k" * 32
+    monkeypatch.setenv("CLOUDWASTE_ANONYMIZATION_KEY", key)
+    monkeypatch.setenv("CLOUDWASTE_HOME", str(tmp_path))
+    monkeypatch.setenv("CLOUDWASTE_EXPORTS_S3_URI", f"s3://{bucket}/ml/")
+    acct = hash_id("account", "aws", "210987654321", key.encode())
+    rows = [training_row(n, MONDAY, account_hash=acct) for n in range(3)]
+    insert(sqlite_engine, schema.ml_training_data, [*rows, training_row(7, MONDAY)])
+    s3 = boto3.client("s3")
+    export_window(sqlite_engine, exports.S3Destination(s3, bucket, "ml/adhoc/x/"), MONDAY, SUNDAY)
+
+    report = api.erase(account_id="210987654321", database_url=sqlite_url)
+
+    assert report.removed["ml_training_data"] == 3
+    assert sorted(report.as_dict()["exported_files_holding_subject"]) == [
+        f"s3://{bucket}/ml/adhoc/x/ml_training_data_{STAMP}.{fmt}"
+        for fmt in ("csv", "json", "parquet")
+    ]

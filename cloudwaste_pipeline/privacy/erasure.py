@@ -20,11 +20,12 @@ which read these tables, no longer see them.
 
 Export files already written cannot be unwritten by the warehouse: the report lists those that
 hold the subject (``exported_files``) so the operator can re-export or delete them. They are
-found from the export manifests under the exports folder: per exported dataset, the Parquet
-file's hash columns alone are read (columnar, cheap), else the CSV or JSON file is scanned for the
-subject's hashes as bytes (a 64-hex HMAC cannot occur by chance). Every format of a dataset holds
-the same rows, so a hit lists them all. Exports published to S3 are not searched: only the
-local exports folder (``$CLOUDWASTE_HOME/ml_datasets``).
+searched once the erasure has committed (no row lock is held meanwhile), in the local exports
+folder (``$CLOUDWASTE_HOME/ml_datasets``) and, when one is configured, under the S3 exports
+prefix (``CLOUDWASTE_EXPORTS_S3_URI``), from the export manifests: per exported dataset, the
+Parquet file's hash columns alone are read (columnar, cheap), else the CSV or JSON file is
+scanned for the subject's hashes as bytes (a 64-hex HMAC cannot occur by chance). Every format
+of a dataset holds the same rows, so a hit lists them all.
 """
 
 from __future__ import annotations
@@ -32,15 +33,17 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
+from botocore.exceptions import ClientError
 from sqlalchemy.engine import Connection
 
 from cloudwaste_pipeline.accounts import Account
@@ -206,7 +209,6 @@ def erase(
     account_id: str | None = None,
     provider: str = "aws",
     accounts: Sequence[Account] = (),
-    exports_dir: Path | None = None,
     reason: str | None = None,
     now: datetime,
 ) -> ErasureReport:
@@ -274,7 +276,6 @@ def erase(
         removed=removed,
         relabelled_rows=relabelled,
         tombstones_added=added,
-        exported_files=exported_files(exports_dir, users + accts) if exports_dir else [],
     )
 
 
@@ -311,27 +312,43 @@ def drop_erased_events(conn: Connection, events: pd.DataFrame, key: bytes) -> pd
     return events[~mask].reset_index(drop=True)
 
 
-def _file_holds(path: Path, hashes: set[str]) -> bool:
-    """Whether an exported file holds one of ``hashes``: Parquet by its hash columns, any other
-    format (gzipped or not) by a streamed byte search, with an overlap so that a hash split
-    across two blocks is still seen."""
-    if path.suffix == ".parquet":
-        names = set(pq.read_schema(path).names)
-        columns = [c for c in HASH_COLUMNS if c in names]
+def _holds(name: str, stream: BinaryIO, hashes: set[str]) -> bool:
+    """Whether one exported file holds one of ``hashes``: Parquet by its hash columns alone
+    (``stream`` must then be seekable), any other format (gzipped or not) by a streamed byte
+    search, with an overlap so that a hash split across two blocks is still seen."""
+    if name.endswith(".parquet"):
+        parquet = pq.ParquetFile(stream)
+        columns = [c for c in HASH_COLUMNS if c in parquet.schema_arrow.names]
         if not columns:
             return False
-        table = pq.read_table(path, columns=columns)
+        table = parquet.read(columns=columns)
         return any(bool(set(table.column(c).to_pylist()) & hashes) for c in columns)
+    if name.endswith(".gz"):
+        stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
     needles = [h.encode() for h in hashes]
     overlap = max(len(n) for n in needles) - 1
     tail = b""
-    with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            window = tail + block
-            if any(n in window for n in needles):
-                return True
-            tail = window[-overlap:]
+    for block in iter(lambda: stream.read(1 << 20), b""):
+        window = tail + block
+        if any(n in window for n in needles):
+            return True
+        tail = window[-overlap:]
     return False
+
+
+def _by_dataset(manifest: dict[str, Any]) -> dict[str, list[str]]:
+    """The file names a manifest lists, per dataset, the one to search first."""
+    by_dataset: dict[str, list[str]] = {}
+    for name, entry in manifest.get("files", {}).items():
+        # ``name`` in the current manifests, ``path`` (a file name too) in earlier ones.
+        file_name = Path(str(entry.get("name") or entry.get("path", ""))).name
+        if file_name:
+            by_dataset.setdefault(name.rsplit(".", 1)[0], []).append(file_name)
+    order = {"parquet": 0, "csv": 1, "json": 2}
+    return {
+        dataset: sorted(names, key=lambda n: (order.get(n.split(".")[1], 3), n))
+        for dataset, names in by_dataset.items()
+    }
 
 
 def exported_files(exports_dir: Path, hashes: Iterable[str]) -> list[str]:
@@ -345,16 +362,59 @@ def exported_files(exports_dir: Path, hashes: Iterable[str]) -> list[str]:
         return []
     hits: list[str] = []
     for manifest in sorted(exports_dir.rglob("manifest_*.json")):
-        listed = json.loads(manifest.read_text()).get("files", {})
-        by_dataset: dict[str, list[Path]] = {}
-        for name, entry in listed.items():
-            # ``name`` in the current manifests, ``path`` (a file name too) in earlier ones.
-            path = manifest.parent / Path(str(entry.get("name") or entry.get("path", ""))).name
-            if path.exists():
-                by_dataset.setdefault(name.rsplit(".", 1)[0], []).append(path)
-        for paths in by_dataset.values():
-            order = {".parquet": 0, ".csv": 1, ".json": 2}
-            probe = min(paths, key=lambda p: order.get(p.suffix, 3))
-            if _file_holds(probe, wanted):
-                hits.extend(str(p) for p in sorted(paths))
+        for names in _by_dataset(json.loads(manifest.read_text())).values():
+            paths = [manifest.parent / n for n in names if (manifest.parent / n).exists()]
+            if not paths:
+                continue
+            with paths[0].open("rb") as handle:
+                if _holds(paths[0].name, handle, wanted):
+                    hits.extend(str(p) for p in sorted(paths))
     return hits
+
+
+def exported_objects(client: Any, bucket: str, prefix: str, hashes: Iterable[str]) -> list[str]:
+    """``s3://`` URIs of the objects listed by the manifests under ``prefix`` that hold one of
+    ``hashes``: the same search as ``exported_files``, on exports published to S3.
+
+    Manifests are found with the ``list_objects_v2`` paginator. A Parquet object is downloaded
+    to a temporary file (its footer and hash columns need random access); the others are
+    searched as they stream in, so memory stays flat whatever the export's size.
+    """
+    wanted = set(hashes)
+    if not wanted:
+        return []
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    manifests = sorted(
+        obj["Key"]
+        for page in pages
+        for obj in page.get("Contents", [])
+        if re.fullmatch(r"manifest_[^/]*\.json", obj["Key"].rsplit("/", 1)[-1])
+    )
+    hits: list[str] = []
+    for manifest_key in manifests:
+        folder = manifest_key[: manifest_key.rfind("/") + 1]
+        body = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
+        for names in _by_dataset(json.loads(body)).values():
+            present = [n for n in names if _s3_exists(client, bucket, folder + n)]
+            if present and _s3_holds(client, bucket, folder + present[0], wanted):
+                hits.extend(f"s3://{bucket}/{folder}{n}" for n in sorted(present))
+    return hits
+
+
+def _s3_exists(client: Any, bucket: str, key: str) -> bool:
+    try:
+        client.head_object(Bucket=bucket, Key=key)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            return False
+        raise
+    return True
+
+
+def _s3_holds(client: Any, bucket: str, key: str, hashes: set[str]) -> bool:
+    if key.endswith(".parquet"):
+        with tempfile.TemporaryFile() as handle:
+            client.download_fileobj(bucket, key, handle)
+            handle.seek(0)
+            return _holds(key, handle, hashes)  # type: ignore[arg-type]
+    return _holds(key, client.get_object(Bucket=bucket, Key=key)["Body"], hashes)
