@@ -191,7 +191,8 @@ class DemoRunner:
         else:
             if self.materialize("waste_prediction_model"):
                 self.materialize("active_waste_model")
-            self.materialize("ml_collection_stats")
+            for asset in ("resource_anomaly_model", "cost_forecast", "ml_collection_stats"):
+                self.materialize(asset)
 
 
 def run_demo(

@@ -102,6 +102,13 @@ def account_rows(conn: sa.Connection, account: Account, when: datetime) -> None:
     insert(conn, schema.cost_trend_data, {"account_hash": acct, "month": when.strftime("%Y-%m")})
     insert(
         conn,
+        schema.resource_anomaly_scores,
+        {"account_hash": acct, "resource_hash": r_hash(account, 1), "window_end": when},
+    )
+    month = when.strftime("%Y-%m")
+    insert(conn, schema.cost_forecasts, {"account_hash": acct, "last_month": month})
+    insert(
+        conn,
         schema.raw_scans,
         {
             "provider": "aws",

@@ -180,7 +180,13 @@ def test_schedules_and_jobs_are_wired():
         "ml_dataset_exports",
         "waste_prediction_model",
         "active_waste_model",
+        "resource_anomaly_model",
+        "cost_forecast",
         "ml_collection_stats",
+    }
+    weekly = defs.resolve_job_def("weekly_export_job")
+    assert {"resource_anomaly_model", "cost_forecast"} <= {
+        k.to_user_string() for k in weekly.asset_layer.selected_asset_keys
     }
 
 

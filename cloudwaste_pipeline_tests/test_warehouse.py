@@ -37,11 +37,13 @@ from cloudwaste_pipeline.warehouse.engine import (
 from cloudwaste_pipeline.warehouse.load import bulk_insert, insert_new, read_frame, replace_rows
 
 ML_NAMES = {t.name for t in schema.ML_TABLES}
-OWN_NAMES = ML_NAMES | {schema.erasure_tombstones.name, VERSION_TABLE}
-"""The default schema: the six ML tables, the erasure tombstones and the migration version."""
+MODEL_NAMES = {t.name for t in schema.MODEL_TABLES}
+OWN_NAMES = ML_NAMES | MODEL_NAMES | {schema.erasure_tombstones.name, VERSION_TABLE}
+"""The default schema: the six ML tables, the model outputs, the erasure tombstones and the
+migration version."""
 RAW_NAMES = {t.name for t in schema.RAW_TABLES}
 SCAN_DAY = date(2026, 11, 16)
-HEAD = "0003"
+HEAD = "0004"
 
 
 def stored_tables(engine: Engine) -> tuple[set[str], set[str]]:
@@ -95,9 +97,9 @@ def count(engine: Engine, table: sa.Table, where: Any = None) -> int:
 # --- migrations -----------------------------------------------------------------------------
 
 
-def test_migrations_create_all_eleven_tables_and_are_idempotent(engine: Engine) -> None:
+def test_migrations_create_all_thirteen_tables_and_are_idempotent(engine: Engine) -> None:
     assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)
-    assert len(ML_NAMES) == 6 and len(RAW_NAMES) == 4
+    assert len(ML_NAMES) == 6 and len(MODEL_NAMES) == 2 and len(RAW_NAMES) == 4
     upgrade(engine)
     upgrade(engine)
     assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)

@@ -35,11 +35,13 @@ weekly_export_job = dg.define_asset_job(
         "ml_dataset_exports",
         "waste_prediction_model",
         "active_waste_model",
+        "resource_anomaly_model",
+        "cost_forecast",
         "ml_collection_stats",
     ),
     description=(
-        "Export the week's datasets, retrain the model (promoted only if it beats the "
-        "baseline) and refresh the stats."
+        "Export the week's datasets, retrain the waste model (promoted only if it beats the "
+        "baseline), re-score resource anomalies, re-forecast costs and refresh the stats."
     ),
 )
 

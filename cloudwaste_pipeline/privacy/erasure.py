@@ -3,8 +3,9 @@
 What one erasure removes, in one transaction:
 
 - an **account**: every ML row keyed by its ``account_hash`` (training rows, lifecycle events,
-  metric series, actions on its resources, cost trends) and, in the raw store, its raw scans,
-  scan errors, outbox events and the quarantine rows whose payload names it;
+  metric series, actions on its resources, cost trends, anomaly scores, cost forecasts) and, in
+  the raw store, its raw scans, scan errors, outbox events and the quarantine rows whose payload
+  names it;
 - a **user**: their preferences and actions (``user_hash``), the lifecycle events their actions
   made (``source_event_hash``), their outbox events and the quarantine rows naming them. The
   training labels their actions set are recomputed from the actions that remain, and so is the
@@ -239,6 +240,8 @@ def erase(
     for table in (schema.ml_training_data, schema.cloudwatch_metrics_history):
         count(table, table.c.account_hash.in_(accts))
     count(schema.cost_trend_data, schema.cost_trend_data.c.account_hash.in_(accts))
+    for table in schema.MODEL_TABLES:  # anomaly scores, forecasts
+        count(table, table.c.account_hash.in_(accts))
 
     relabelled = 0
     ml = schema.ml_training_data

@@ -60,6 +60,10 @@ def ml_expired(table: sa.Table, cut: date) -> sa.ColumnElement[bool]:
     }
     if table is schema.cost_trend_data:
         return table.c.month < cut.strftime("%Y-%m")
+    if table is schema.cost_forecasts:  # a forecast is as old as the last month it is made from
+        return table.c.last_month < cut.strftime("%Y-%m")
+    if table is schema.resource_anomaly_scores:  # as old as the series it scored
+        return sa.func.coalesce(table.c.window_end, table.c.scored_at) < _midnight(cut)
     return table.c[stamps[table.name]] < _midnight(cut)
 
 
@@ -69,8 +73,10 @@ ACCOUNT_TABLES: tuple[sa.Table, ...] = (
     schema.cloudwatch_metrics_history,
     schema.user_action_patterns,
     schema.cost_trend_data,
+    *schema.MODEL_TABLES,
 )
-"""The ML tables whose rows belong to an account (``account_hash``), so expire with it."""
+"""The ML tables and model outputs whose rows belong to an account (``account_hash``), so
+expire with it."""
 
 
 def raw_rules(today: date, raw_days: int) -> list[Rule]:

@@ -302,6 +302,54 @@ erasure_tombstones = sa.Table(
 """GDPR erasures: the scan derivation, the action batch and the cost trends skip these subjects,
 so a re-materialization cannot bring their rows back (see ``privacy/erasure.py``)."""
 
+# --- model outputs (anonymized; rebuilt whole by their asset) -----------------------------------
+
+resource_anomaly_scores = sa.Table(
+    "resource_anomaly_scores",
+    metadata,
+    _id(),
+    _hash("resource_hash"),
+    _hash("account_hash"),
+    sa.Column("resource_type", sa.String(50), nullable=False),
+    sa.Column("provider", sa.String(20), nullable=False),
+    sa.Column("anomaly_score", sa.Float(), nullable=False),  # 0-100, Isolation Forest
+    sa.Column("is_anomaly", sa.Boolean(), nullable=False),
+    sa.Column("main_driver", sa.String(150), nullable=False),  # e.g. "VolumeReadOps spike"
+    sa.Column("features", JSONType, nullable=False),
+    sa.Column("window_end", sa.DateTime()),  # the last day of the series scored
+    _stamp("scored_at"),
+    # The current score of each resource: a materialization replaces the table's rows.
+    sa.UniqueConstraint("resource_hash"),
+    sa.Index("idx_anomaly_account", "account_hash"),
+    sa.Index("idx_anomaly_score", "anomaly_score"),
+)
+"""``resource_anomaly_model``'s scores (see ``ml/anomaly.py``)."""
+
+cost_forecasts = sa.Table(
+    "cost_forecasts",
+    metadata,
+    _id(),
+    _hash("account_hash"),
+    sa.Column("provider", sa.String(20), nullable=False),
+    sa.Column("metric", sa.String(30), nullable=False),  # total_spend, waste_detected
+    sa.Column("month", sa.String(7), nullable=False),  # YYYY-MM forecast
+    sa.Column("horizon", sa.Integer(), nullable=False),  # months after last_month
+    sa.Column("forecast", sa.Float(), nullable=False),  # USD per month
+    sa.Column("lower", sa.Float(), nullable=False),
+    sa.Column("upper", sa.Float(), nullable=False),
+    sa.Column("interval_level", sa.Float(), nullable=False),  # e.g. 0.9
+    sa.Column("trend_per_month", sa.Float(), nullable=False),
+    sa.Column("history_months", sa.Integer(), nullable=False),
+    sa.Column("last_month", sa.String(7), nullable=False),
+    _stamp("generated_at"),
+    # The current forecast: a materialization replaces the table's rows.
+    sa.UniqueConstraint("account_hash", "metric", "month"),
+)
+"""``cost_forecast``'s rows (see ``ml/forecast.py``)."""
+
+MODEL_TABLES: tuple[sa.Table, ...] = (resource_anomaly_scores, cost_forecasts)
+"""Model outputs keyed by account: erased with the account, rebuilt whole by their assets."""
+
 # --- raw store (raw ids; never exported) -----------------------------------------------------
 
 raw_scans = sa.Table(

@@ -6,6 +6,7 @@ promotes the candidate, so a failing check stops the promotion in the same run, 
 promotion asset applies the same verdict again when materialized on its own.
 """
 
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
@@ -15,10 +16,11 @@ import sqlalchemy as sa
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.metadata import preview
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
-from cloudwaste_pipeline.ml import registry
+from cloudwaste_pipeline.ml import anomaly, forecast, registry
 from cloudwaste_pipeline.ml import train as training
 from cloudwaste_pipeline.ml.features import one_per_resource
 from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline.warehouse.load import replace_rows
 
 ALL = dg.AllPartitionMapping()
 GROUP = "ml"
@@ -163,5 +165,145 @@ def active_waste_model(
                 if active
                 else {}
             ),
+        }
+    )
+
+
+# --- resource anomalies -------------------------------------------------------------------------
+
+
+class AnomalyConfig(dg.Config):
+    lookback_days: int = 30
+    """Score the resources whose metrics were collected in the last N days (the current ones)."""
+
+
+def latest_metric_rows(conn: sa.Connection, since: date) -> pd.DataFrame:
+    """Per resource and metric, the series that ends last among those collected since ``since``:
+    each scan stores a resource's whole window again, so older rows add nothing."""
+    cw = schema.cloudwatch_metrics_history
+    recent = cw.c.scan_date >= since
+    latest = (
+        sa.select(cw.c.resource_hash, cw.c.metric_name, sa.func.max(cw.c.end_date).label("end"))
+        .where(recent)
+        .group_by(cw.c.resource_hash, cw.c.metric_name)
+        .subquery()
+    )
+    query = sa.select(cw).join(
+        latest,
+        sa.and_(
+            cw.c.resource_hash == latest.c.resource_hash,
+            cw.c.metric_name == latest.c.metric_name,
+            cw.c.end_date == latest.c.end,
+        ),
+    )
+    return queries.frame(conn, query.where(recent))
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"scikitlearn", "python"},
+    owners=OWNERS,
+    deps=[dg.AssetDep("cloudwatch_metrics_history", partition_mapping=ALL)],
+    description=(
+        "An Isolation Forest per resource type over the latest metric series of each current "
+        "resource (level, spread, spike, recent shift per metric), anomaly scores 0-100 in "
+        "resource_anomaly_scores (rebuilt whole), with the feature that drives each score."
+    ),
+)
+def resource_anomaly_model(
+    context: dg.AssetExecutionContext, config: AnomalyConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    since = settings.today() - timedelta(days=config.lookback_days)
+    with warehouse.engine().connect() as conn:
+        history = latest_metric_rows(conn, since)
+    result = anomaly.score_resources(history)
+    scores = result.scores.assign(scored_at=settings.now().replace(tzinfo=None))
+    table = schema.resource_anomaly_scores
+    with warehouse.engine().begin() as conn:
+        replaced, _ = replace_rows(conn, table, sa.true(), [scores] if len(scores) else [])
+    unscored = result.unscored
+    if not unscored.empty:
+        context.log.warning(
+            f"{len(unscored)} resource(s) not scored: "
+            + "; ".join(f"{n} x {r}" for r, n in unscored["reason"].value_counts().items())
+        )
+    anomalies = scores[scores["is_anomaly"].astype(bool)]
+    top = scores.head(20).assign(resource=scores["resource_hash"].str[:12])
+    return dg.MaterializeResult(
+        metadata={
+            "resources_scored": len(scores),
+            "anomalies": len(anomalies),
+            "resources_not_scored": len(unscored),
+            "rows_replaced": replaced,
+            "max_score": float(scores["anomaly_score"].max()) if len(scores) else 0.0,
+            "top_anomalies": preview(
+                top[["resource", "resource_type", "anomaly_score", "is_anomaly", "main_driver"]]
+            ),
+            "not_scored": preview(
+                unscored["reason"].value_counts().rename_axis("reason").reset_index()
+            ),
+        }
+    )
+
+
+# --- cost forecasts -----------------------------------------------------------------------------
+
+
+class ForecastConfig(dg.Config):
+    horizon_months: int = 6
+    interval: float = 0.9
+    """The prediction interval's coverage (0.9: the actual month falls inside 9 times in 10)."""
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"scipy", "python"},
+    owners=OWNERS,
+    deps=[dg.AssetDep("cost_trend_data", partition_mapping=ALL)],
+    description=(
+        "Monthly spend and waste per account, 1-6 months ahead with prediction intervals (a "
+        "linear trend with t intervals), in cost_forecasts (rebuilt whole), with a rolling "
+        "backtest beside the naive forecast."
+    ),
+)
+def cost_forecast(
+    context: dg.AssetExecutionContext, config: ForecastConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    if not 1 <= config.horizon_months <= 24 or not 0 < config.interval < 1:
+        raise dg.Failure(description="horizon_months must be 1-24 and interval in (0, 1)")
+    ct = schema.cost_trend_data
+    with warehouse.engine().connect() as conn:
+        trends = queries.frame(
+            conn,
+            sa.select(
+                ct.c.account_hash, ct.c.provider, ct.c.month, *(ct.c[m] for m in forecast.METRICS)
+            ),
+        )
+    rows, skipped = forecast.forecast_accounts(trends, config.horizon_months, config.interval)
+    backtest = forecast.backtest(trends, config.interval) if not trends.empty else {}
+    table = schema.cost_forecasts
+    if not rows.empty:
+        rows = rows.assign(
+            interval_level=config.interval, generated_at=settings.now().replace(tzinfo=None)
+        )[[c.name for c in table.c if c.name != "id"]]
+    with warehouse.engine().begin() as conn:
+        replaced, _ = replace_rows(conn, table, sa.true(), [rows] if len(rows) else [])
+    if not skipped.empty:
+        context.log.warning(f"{len(skipped)} account(s) not forecast: {skipped['reason'].iloc[0]}")
+    fleet = (
+        rows.groupby(["metric", "month"], as_index=False)["forecast"]
+        .sum()
+        .pivot(index="month", columns="metric", values="forecast")
+        .reset_index()
+        if not rows.empty
+        else pd.DataFrame()
+    )
+    return dg.MaterializeResult(
+        metadata={
+            "accounts_forecast": int(rows["account_hash"].nunique()) if not rows.empty else 0,
+            "accounts_skipped": len(skipped),
+            "rows_replaced": replaced,
+            **{f"backtest_{k}": v for k, v in backtest.items()},
+            "fleet_forecast": preview(fleet),
         }
     )
