@@ -59,7 +59,18 @@ class TrainedModel:
     """Confusion matrix, feature importances and calibration bins on the test window."""
 
 
-def make_pipeline() -> Pipeline:
+ROWS_PER_LEAF = 2_000
+"""Training rows per unit of ``min_samples_leaf`` (never below 3): leaves grow with the data."""
+
+
+def make_pipeline(train_rows: int = 0) -> Pipeline:
+    """One-hot categories, median-imputed numbers, a balanced RandomForest.
+
+    The minimum leaf grows with the training set (``train_rows // ROWS_PER_LEAF``, at least 3):
+    labels are noisy human decisions, and on 75,000 rows leaves of 3 memorize that noise. At
+    that size leaves of 37 fit in three quarters of the time, with a twelfth of the nodes (the
+    saved model and its memory) and a better ROC AUC (0.773 vs 0.763, benchmarks/train.py).
+    """
     preprocess = ColumnTransformer(
         [
             ("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
@@ -68,7 +79,7 @@ def make_pipeline() -> Pipeline:
     )
     forest = RandomForestClassifier(
         n_estimators=200,
-        min_samples_leaf=3,
+        min_samples_leaf=max(3, train_rows // ROWS_PER_LEAF),
         class_weight="balanced",
         random_state=RANDOM_STATE,
         n_jobs=1,
@@ -92,7 +103,7 @@ def train(examples: pd.DataFrame, version: str) -> TrainedModel:
     y_train, y_test = labels(train_rows), labels(test_rows)
     if y_train.nunique() < 2:
         raise NotEnoughLabels("the training window holds a single class (all deleted or none)")
-    pipeline = make_pipeline().fit(build_features(train_rows), y_train)
+    pipeline = make_pipeline(len(train_rows)).fit(build_features(train_rows), y_train)
     probabilities = pipeline.predict_proba(build_features(test_rows))[:, 1]
     predicted = (probabilities >= 0.5).astype(int)
     majority = int(y_train.mean() >= 0.5)
