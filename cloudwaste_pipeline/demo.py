@@ -49,6 +49,8 @@ class DemoSummary:
     model_metrics: dict[str, Any]
     failed_runs: list[str] = field(default_factory=list)
     active_model: str | None = None
+    anomalies: tuple[int, int] = (0, 0)  # resources scored, flagged
+    forecast_accounts: int = 0
 
 
 def prepare_home(home: Path) -> settings.Paths:
@@ -227,6 +229,13 @@ def run_demo(
     runner.derive_outputs()
     with api.engine().connect() as conn:
         counts = queries.table_counts(conn)
+        scores = schema.resource_anomaly_scores
+        scored, flagged = conn.execute(
+            sa.select(sa.func.count(), sa.func.count().filter(scores.c.is_anomaly))
+        ).one()
+        forecasts = conn.execute(
+            sa.select(sa.func.count(sa.distinct(schema.cost_forecasts.c.account_hash)))
+        ).scalar_one()
     models = sorted(paths.models.glob("waste_prediction_model-*.json"))
     metrics = yaml.safe_load(models[-1].read_text())["metrics"] if models else {}
     return DemoSummary(
@@ -236,6 +245,8 @@ def run_demo(
         model_metrics=metrics,
         failed_runs=runner.failed,
         active_model=(registry.active(paths.models) or {}).get("version"),
+        anomalies=(int(scored), int(flagged or 0)),
+        forecast_accounts=int(forecasts),
     )
 
 
@@ -255,6 +266,12 @@ def print_summary(summary: DemoSummary) -> None:
             f"trained on {m.get('train_rows')} resources, tested on {m.get('test_rows')} newer ones"
             f"\nactive_waste_model (used by api.predict_waste): {summary.active_model or 'none'}"
         )
+    print(
+        f"\nresource_anomaly_model: {summary.anomalies[0]} resources scored, "
+        f"{summary.anomalies[1]} flagged (table resource_anomaly_scores)"
+        f"\ncost_forecast: {summary.forecast_accounts} account(s) forecast (table cost_forecasts; "
+        "an account needs 3 months of cost trends)"
+    )
     if summary.failed_runs:
         print(f"\nFailed runs ({len(summary.failed_runs)}): {', '.join(summary.failed_runs[:10])}")
     print(
