@@ -1,26 +1,30 @@
-"""Resource anomalies: an Isolation Forest per resource type over its metric series.
+"""Resource anomalies: an Isolation Forest per resource type and metric over the series.
 
 What is scored: each resource's latest daily series per metric (``cloudwatch_metrics_history``),
-reduced to four scale-aware features per metric:
+reduced to two features that compare the resource with its own days, so they mean the same
+for a small volume and a big one, a quiet one and a noisy one:
 
-- ``level``: log1p of the median, where a resource sits among its peers;
-- ``spread``: the robust coefficient of variation (MAD over median), how erratic its usual
-  days are, untouched by one burst (that is ``spike``'s to tell);
 - ``spike``: log1p of (max - median) over the robust spread (MAD), a burst against its own days;
 - ``shift``: log of the last week's mean over the earlier mean, a recent change of regime.
 
-A forest per resource type, because the metrics differ by type (an EBS volume's read ops and an
-instance's CPU are not one space). A type with fewer than ``MIN_RESOURCES`` scorable resources
-gets no forest (an Isolation Forest on a handful of points calls everything odd), and a series
-shorter than ``MIN_POINTS`` days has no meaningful spike or shift: both are returned as
-``unscored`` with their reason, never dropped silently.
+A forest per resource type and metric, over those two features; a resource's score is the
+highest of its metrics'. Not one forest over every metric of a type: an Isolation Forest splits
+on a random feature, so a burst in one metric out of three is diluted by the dimensions where it
+is ordinary. Nor features of what a resource steadily *is* (its level, how noisy it is): idle and
+busy machines form legitimate clusters, and a forest calls the smaller cluster odd (on the
+simulated fleet, idle instances outscored planted bursts until those features were dropped). An
+anomaly here is a resource unlike its own past. A (type, metric) with fewer than
+``MIN_RESOURCES`` series gets no forest (a forest on a handful of points calls everything odd),
+and a series shorter than ``MIN_POINTS`` days has no meaningful spike or shift: such resources
+are returned as ``unscored`` with their reason, never dropped silently.
 
 The score is the Isolation Forest's own, ``s = 2^(-E[h(x)] / c(n))`` (scikit-learn's
 ``-score_samples``), times 100: comparable across types and runs, about 50 or below for normal
 points and towards 100 for isolated ones. ``is_anomaly`` is the model's verdict with
 ``contamination="auto"``, i.e. the paper's threshold ``s > 0.5``, so nothing is tuned to a
-fleet. ``main_driver`` names the feature furthest from its type's median (in MADs), so a FinOps
-user sees why ("VolumeReadOps spike").
+fleet. ``main_driver`` names, in the metric that scores highest, the feature furthest from its
+peers' median (in MADs), so a FinOps user sees why ("VolumeReadOps spike"); ``is_anomaly`` is
+true when any of its metrics' forests says so.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ MIN_POINTS = 7
 MIN_RESOURCES = 10
 RECENT_DAYS = 7
 TREES = 200
-FEATURES = ("level", "spread", "spike", "shift")
+FEATURES = ("spike", "shift")
 KEYS = ("resource_hash", "account_hash", "resource_type", "provider")
 
 
@@ -51,7 +55,7 @@ class AnomalyResult:
 
 
 def series_features(values: Iterable[Any]) -> dict[str, float] | str:
-    """The four features of one daily series, or why it cannot be used."""
+    """The features of one daily series, or why it cannot be used."""
     try:
         array = np.asarray([float(v) for v in values], dtype=float)
     except (TypeError, ValueError):
@@ -72,8 +76,6 @@ def series_features(values: Iterable[Any]) -> dict[str, float] | str:
         eps = max(1e-9, 0.01 * abs(mean))
         shift = math.log((abs(recent.mean()) + eps) / (abs(earlier.mean()) + eps))
     return {
-        "level": math.copysign(math.log1p(abs(median)), median),
-        "spread": mad / abs(median) if median else 0.0,
         "spike": math.log1p(max(0.0, float(array.max()) - median) / floor),
         "shift": shift,
     }
@@ -122,58 +124,63 @@ def resource_features(history: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return features, pd.DataFrame(list(unscored.values()), columns=[*KEYS, "reason"])
 
 
-def _drivers(matrix: pd.DataFrame) -> list[str]:
-    """Per row, the feature furthest from the column's median in robust units."""
+def _furthest(matrix: pd.DataFrame) -> pd.Series:
+    """Per row, the column furthest from its median in robust units (MAD, else std)."""
     median = matrix.median()
     mad = (matrix - median).abs().median() * 1.4826
     spread = mad.where(mad > 1e-9, matrix.std(ddof=0)).replace(0.0, 1.0).fillna(1.0)
-    distance = ((matrix - median) / spread).abs()
-    return list(distance.idxmax(axis=1))
+    return ((matrix - median) / spread).abs().idxmax(axis=1)
 
 
 def score_resources(history: pd.DataFrame, seed: int = 0) -> AnomalyResult:
-    """Fit a forest per resource type on its resources' features and score them 0-100."""
+    """A forest per resource type and metric; a resource's score is its highest, 0-100."""
     features, unscored = resource_features(history)
-    scored: list[pd.DataFrame] = []
-    skipped = [unscored]
     if features.empty:
         return AnomalyResult(_empty_scores(), unscored)
-    for resource_type, group in features.groupby("resource_type", sort=True):
-        columns = sorted(c for c in group.columns if c.rsplit(" ", 1)[-1] in FEATURES)
-        matrix = group[columns]
-        # Resources of a type may report different metric sets (a metric missing for some):
-        # fill with the type's median, which isolates nothing.
-        matrix = matrix.fillna(matrix.median()).fillna(0.0)
-        if len(group) < MIN_RESOURCES:
-            reason = (
-                f"only {len(group)} {resource_type} resource(s) with metrics; at least "
-                f"{MIN_RESOURCES} are needed to learn what is normal"
-            )
-            skipped.append(group[list(KEYS)].assign(reason=reason))
-            continue
-        forest = IsolationForest(n_estimators=TREES, contamination="auto", random_state=seed)
-        forest.fit(matrix.to_numpy())
-        score = -forest.score_samples(matrix.to_numpy()) * 100.0
-        scored.append(
-            group[[*KEYS, "window_end"]].assign(
-                anomaly_score=np.round(score, 2),
-                is_anomaly=forest.predict(matrix.to_numpy()) == -1,
-                main_driver=_drivers(matrix),
-                features=[
-                    {k: round(float(v), 4) for k, v in row.items()}
-                    for row in matrix.to_dict("records")
-                ],
-            )
-        )
-    scores = pd.concat(scored, ignore_index=True) if scored else _empty_scores()
-    skipped = [s for s in skipped if not s.empty]
-    unscored = (
-        pd.concat(skipped, ignore_index=True)
-        if skipped
-        else pd.DataFrame(columns=[*KEYS, "reason"])
+    scores = pd.DataFrame(index=features.index, dtype=float)
+    flags = pd.DataFrame(index=features.index, dtype=bool)
+    drivers = pd.DataFrame(index=features.index, dtype=object)
+    small: dict[str, list[str]] = {}
+    for _, group in features.groupby("resource_type", sort=True):
+        metrics = sorted({c.rsplit(" ", 1)[0] for c in group.columns if c.endswith(" spike")})
+        for metric in metrics:
+            columns = [f"{metric} {name}" for name in FEATURES]
+            matrix = group[columns].dropna()
+            if len(matrix) < MIN_RESOURCES:
+                for index in matrix.index:
+                    small.setdefault(index, []).append(f"{metric} ({len(matrix)})")
+                continue
+            forest = IsolationForest(n_estimators=TREES, contamination="auto", random_state=seed)
+            forest.fit(matrix.to_numpy())
+            scores.loc[matrix.index, metric] = -forest.score_samples(matrix.to_numpy()) * 100.0
+            flags.loc[matrix.index, metric] = forest.predict(matrix.to_numpy()) == -1
+            drivers.loc[matrix.index, metric] = _furthest(matrix)
+    scored = scores.notna().any(axis=1) if not scores.empty else pd.Series(False, features.index)
+    if (~scored).any():
+        left = features.loc[~scored, list(KEYS)].copy()
+        left["reason"] = [
+            "too few peers to learn what is normal (resources of its type per metric: "
+            + ", ".join(small.get(i, []))
+            + f"; at least {MIN_RESOURCES} are needed)"
+            for i in left.index
+        ]
+        unscored = pd.concat([unscored, left], ignore_index=True) if len(unscored) else left
+    if not scored.any():
+        return AnomalyResult(_empty_scores(), unscored.reset_index(drop=True))
+    kept = features[scored]
+    best = scores[scored].idxmax(axis=1)
+    result = kept[[*KEYS, "window_end"]].assign(
+        anomaly_score=scores[scored].max(axis=1).round(2),
+        is_anomaly=flags[scored].fillna(False).astype(bool).any(axis=1),
+        main_driver=[drivers.at[i, m] for i, m in best.items()],
+        features=[
+            {k: round(float(v), 4) for k, v in row.items() if pd.notna(v)}
+            for row in kept.drop(columns=[*KEYS, "window_end"]).to_dict("records")
+        ],
     )
     return AnomalyResult(
-        scores.sort_values("anomaly_score", ascending=False, ignore_index=True), unscored
+        result.sort_values("anomaly_score", ascending=False, ignore_index=True),
+        unscored.reset_index(drop=True),
     )
 
 

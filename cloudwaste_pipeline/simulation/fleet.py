@@ -263,3 +263,38 @@ def expected_detections(
             elif r.kind == "volume" and stopped(host):
                 expected[r.cloud_id] = "attached_to_stopped_instance"  # type: ignore[index]
     return expected
+
+
+def metric_series(
+    kind: str, idle: bool, days: int, rng: np.random.Generator
+) -> tuple[str, str, dict[str, tuple[str, list[float]]]]:
+    """The simulated daily metrics of an instance or a volume: steady noise around a level
+    (low when idle). Returns (namespace, dimension, metric -> (unit, values))."""
+    if kind == "instance":
+        cpu = 2.0 if idle else 35.0
+        return (
+            "AWS/EC2",
+            "InstanceId",
+            {
+                "CPUUtilization": (
+                    "Percent",
+                    [max(0.0, rng.normal(cpu, cpu / 4)) for _ in range(days)],
+                ),
+                **{
+                    name: (
+                        "Bytes",
+                        [max(0.0, rng.normal(5e5 if idle else 5e8, 1e5)) for _ in range(days)],
+                    )
+                    for name in ("NetworkIn", "NetworkOut")
+                },
+            },
+        )
+    ops = 20.0 if idle else 50_000.0
+    return (
+        "AWS/EBS",
+        "VolumeId",
+        {
+            "VolumeReadOps": ("Count", [max(0.0, rng.normal(ops, ops / 5)) for _ in range(days)]),
+            "VolumeWriteOps": ("Count", [max(0.0, rng.normal(ops, ops / 5)) for _ in range(days)]),
+        },
+    )

@@ -24,6 +24,7 @@ from cloudwaste_pipeline.simulation.fleet import (
     FleetSpec,
     PlannedResource,
     SimAccount,
+    metric_series,
     stable_rng,
 )
 
@@ -222,26 +223,7 @@ class Replay:
         )
         days = [first + timedelta(days=i) for i in range((self.spec.demo_date - first).days + 1)]
         rng = stable_rng(self.spec.seed, "metrics", resource.key)
-        if resource.kind == "instance":
-            namespace, dimension = "AWS/EC2", "InstanceId"
-            cpu = 2.0 if resource.idle else 35.0
-            series = {
-                "CPUUtilization": ("Percent", [max(0.0, rng.normal(cpu, cpu / 4)) for _ in days]),
-                **{
-                    name: (
-                        "Bytes",
-                        [max(0.0, rng.normal(5e5 if resource.idle else 5e8, 1e5)) for _ in days],
-                    )
-                    for name in ("NetworkIn", "NetworkOut")
-                },
-            }
-        else:
-            namespace, dimension = "AWS/EBS", "VolumeId"
-            ops = 20.0 if resource.idle else 50_000.0
-            series = {
-                "VolumeReadOps": ("Count", [max(0.0, rng.normal(ops, ops / 5)) for _ in days]),
-                "VolumeWriteOps": ("Count", [max(0.0, rng.normal(ops, ops / 5)) for _ in days]),
-            }
+        namespace, dimension, series = metric_series(resource.kind, resource.idle, len(days), rng)
         cloudwatch = self.client(resource.account, resource.region, "cloudwatch")
         data = [
             {

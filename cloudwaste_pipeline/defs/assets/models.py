@@ -205,9 +205,9 @@ def latest_metric_rows(conn: sa.Connection, since: date) -> pd.DataFrame:
     owners=OWNERS,
     deps=[dg.AssetDep("cloudwatch_metrics_history", partition_mapping=ALL)],
     description=(
-        "An Isolation Forest per resource type over the latest metric series of each current "
-        "resource (level, spread, spike, recent shift per metric), anomaly scores 0-100 in "
-        "resource_anomaly_scores (rebuilt whole), with the feature that drives each score."
+        "An Isolation Forest per resource type and metric over the latest series of each "
+        "current resource (a burst against its own days, last week's shift), anomaly scores "
+        "0-100 in resource_anomaly_scores (rebuilt whole), with the feature that drives each."
     ),
 )
 def resource_anomaly_model(
