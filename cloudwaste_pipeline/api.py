@@ -168,8 +168,9 @@ def _resolve_account(
 
 
 def load_dataset(name: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
-    """One ML table (anonymized) as a DataFrame, optionally limited to a date window."""
-    tables = {t.name: t for t in schema.ML_TABLES}
+    """One ML table or model output (anonymized) as a DataFrame, optionally limited to a date
+    window: e.g. ``load_dataset("resource_anomaly_scores")`` or ``"cost_forecasts"``."""
+    tables = {t.name: t for t in (*schema.ML_TABLES, *schema.MODEL_TABLES)}
     if name not in tables:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(tables)}")
     table = tables[name]

@@ -130,7 +130,9 @@ def test_backtest_beats_naive_on_a_trend_and_reports_coverage() -> None:
     assert 0 <= result["interval_coverage"] <= 1
 
 
-def test_the_asset_replaces_its_rows(sqlite_engine: Engine, sqlite_url: str) -> None:
+def test_the_asset_replaces_its_rows(
+    sqlite_engine: Engine, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     trends = pd.concat([history("a", [100.0, 120.0, 140.0, 160.0]), history("b", [50.0])])
     rows: list[dict[str, Any]] = [
         r | {"waste_eliminated": 0.0, "waste_percentage": 10.0, "top_waste_categories": []}
@@ -152,3 +154,8 @@ def test_the_asset_replaces_its_rows(sqlite_engine: Engine, sqlite_url: str) -> 
     metadata = result.asset_materializations_for_node("cost_forecast")[0].metadata
     assert metadata["accounts_forecast"].value == 1 and metadata["accounts_skipped"].value == 1
     assert metadata["rows_replaced"].value == 6
+    monkeypatch.setenv("CLOUDWASTE_DATABASE_URL", sqlite_url)
+    from cloudwaste_pipeline import api
+
+    loaded = api.load_dataset("cost_forecasts")
+    assert sorted(loaded["forecast"]) == sorted(stored["forecast"])
