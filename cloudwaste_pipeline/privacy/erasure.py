@@ -44,7 +44,6 @@ from typing import Any, BinaryIO
 import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
-from botocore.exceptions import ClientError
 from sqlalchemy.engine import Connection
 
 from cloudwaste_pipeline.accounts import Account
@@ -237,10 +236,12 @@ def erase(
     count(lifecycle, lifecycle.c.account_hash.in_(accts))
     for chunk in queries.in_chunks(events):
         count(lifecycle, lifecycle.c.source_event_hash.in_(chunk))
-    for table in (schema.ml_training_data, schema.cloudwatch_metrics_history):
-        count(table, table.c.account_hash.in_(accts))
-    count(schema.cost_trend_data, schema.cost_trend_data.c.account_hash.in_(accts))
-    for table in schema.MODEL_TABLES:  # anomaly scores, forecasts
+    for table in (
+        schema.ml_training_data,
+        schema.cloudwatch_metrics_history,
+        schema.cost_trend_data,
+        *schema.MODEL_TABLES,  # anomaly scores, forecasts
+    ):
         count(table, table.c.account_hash.in_(accts))
 
     relabelled = 0
@@ -379,39 +380,28 @@ def exported_objects(client: Any, bucket: str, prefix: str, hashes: Iterable[str
     """``s3://`` URIs of the objects listed by the manifests under ``prefix`` that hold one of
     ``hashes``: the same search as ``exported_files``, on exports published to S3.
 
-    Manifests are found with the ``list_objects_v2`` paginator. A Parquet object is downloaded
-    to a temporary file (its footer and hash columns need random access); the others are
-    searched as they stream in, so memory stays flat whatever the export's size.
+    One ``list_objects_v2`` listing (paginated) finds the manifests and tells which of the
+    files they list still exist. A Parquet object is downloaded to a temporary file (its footer
+    and hash columns need random access); the others are searched as they stream in, so memory
+    stays flat whatever the export's size.
     """
     wanted = set(hashes)
     if not wanted:
         return []
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    keys = {obj["Key"] for page in pages for obj in page.get("Contents", [])}
     manifests = sorted(
-        obj["Key"]
-        for page in pages
-        for obj in page.get("Contents", [])
-        if re.fullmatch(r"manifest_[^/]*\.json", obj["Key"].rsplit("/", 1)[-1])
+        k for k in keys if re.fullmatch(r"manifest_[^/]*\.json", k.rsplit("/", 1)[-1])
     )
     hits: list[str] = []
     for manifest_key in manifests:
         folder = manifest_key[: manifest_key.rfind("/") + 1]
         body = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
         for names in _by_dataset(json.loads(body)).values():
-            present = [n for n in names if _s3_exists(client, bucket, folder + n)]
+            present = [n for n in names if folder + n in keys]
             if present and _s3_holds(client, bucket, folder + present[0], wanted):
                 hits.extend(f"s3://{bucket}/{folder}{n}" for n in sorted(present))
     return hits
-
-
-def _s3_exists(client: Any, bucket: str, key: str) -> bool:
-    try:
-        client.head_object(Bucket=bucket, Key=key)
-    except ClientError as error:
-        if error.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-            return False
-        raise
-    return True
 
 
 def _s3_holds(client: Any, bucket: str, key: str, hashes: set[str]) -> bool:
