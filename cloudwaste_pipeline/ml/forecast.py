@@ -73,6 +73,21 @@ def fit_trend(x: np.ndarray, y: np.ndarray) -> Trend:
     )
 
 
+def _series(history: pd.DataFrame) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """One account's months as indexes (one per month, in order) and, per metric, the months
+    and values where the value is a finite number."""
+    history = (
+        history.dropna(subset=["month"]).drop_duplicates("month", keep="last").sort_values("month")
+    )
+    x = np.array([month_index(m) for m in history["month"]], dtype=float)
+    points = {}
+    for metric in METRICS:
+        y = history[metric].to_numpy(dtype=float)
+        known = np.isfinite(y)
+        points[metric] = (x[known], y[known])
+    return x, points
+
+
 def forecast_account(
     months: pd.DataFrame, horizon: int = HORIZON_MONTHS, level: float = INTERVAL
 ) -> pd.DataFrame:
@@ -80,15 +95,12 @@ def forecast_account(
 
     Rows: metric, month, horizon (1..``horizon``), forecast, lower, upper, trend_per_month.
     """
-    history = months.dropna(subset=["month"]).sort_values("month")
-    x = np.array([month_index(m) for m in history["month"]], dtype=float)
+    x, points = _series(months)
     last = int(x.max())
     ahead = np.arange(last + 1, last + horizon + 1, dtype=float)
     rows = []
-    for metric in METRICS:
-        y = history[metric].to_numpy(dtype=float)
-        known = np.isfinite(y)
-        trend = fit_trend(x[known], y[known])
+    for metric, (known_x, known_y) in points.items():
+        trend = fit_trend(known_x, known_y)
         point, lower, upper = trend.predict(ahead, level)
         for step, (at, p, lo, hi) in enumerate(zip(ahead, point, lower, upper, strict=True), 1):
             rows.append(
@@ -126,7 +138,7 @@ def forecast_accounts(
             )
             continue
         try:
-            rows = forecast_account(history.drop_duplicates("month", keep="last"), horizon, level)
+            rows = forecast_account(history, horizon, level)
         except ValueError as error:  # too few finite values in one metric
             skipped.append({"account_hash": account, "provider": provider, "reason": str(error)})
             continue
@@ -154,11 +166,7 @@ def backtest(trends: pd.DataFrame, level: float = INTERVAL) -> dict[str, float |
     """
     errors, naive, covered, total = [], [], 0, 0
     for _, history in trends.groupby("account_hash", sort=True):
-        history = history.drop_duplicates("month", keep="last").sort_values("month")
-        months = np.array([month_index(m) for m in history["month"]], dtype=float)
-        for metric in METRICS:
-            y = history[metric].to_numpy(dtype=float)
-            x, y = months[np.isfinite(y)], y[np.isfinite(y)]
+        for x, y in _series(history)[1].values():
             for end in range(MIN_MONTHS, len(y)):
                 point, lower, upper = fit_trend(x[:end], y[:end]).predict(x[end : end + 1], level)
                 total += 1
