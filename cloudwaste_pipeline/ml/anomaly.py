@@ -146,7 +146,7 @@ def score_resources(history: pd.DataFrame, seed: int = 0) -> AnomalyResult:
         return AnomalyResult(_empty_scores(), unscored)
     scores = pd.DataFrame(index=features.index, dtype=float)
     drivers = pd.DataFrame(index=features.index, dtype=object)
-    small: dict[str, list[str]] = {}
+    small: dict[Any, list[str]] = {}  # row -> the (metric, count) groups too small
     for _, group in features.groupby("resource_type", sort=True):
         metrics = sorted({c.rsplit(" ", 1)[0] for c in group.columns if c.endswith(" spike")})
         for metric in metrics:
@@ -156,7 +156,7 @@ def score_resources(history: pd.DataFrame, seed: int = 0) -> AnomalyResult:
                 for index in matrix.index:
                     small.setdefault(index, []).append(f"{metric} ({len(matrix)})")
                 continue
-            forest = IsolationForest(n_estimators=TREES, contamination="auto", random_state=seed)
+            forest = IsolationForest(n_estimators=TREES, random_state=seed)
             forest.fit(matrix.to_numpy())
             scores.loc[matrix.index, metric] = -forest.score_samples(matrix.to_numpy()) * 100.0
             drivers.loc[matrix.index, metric] = _furthest(matrix)

@@ -227,12 +227,11 @@ def resource_anomaly_model(
             f"{len(unscored)} resource(s) not scored: "
             + "; ".join(f"{n} x {r}" for r, n in unscored["reason"].value_counts().items())
         )
-    anomalies = scores[scores["is_anomaly"].astype(bool)]
     top = scores.head(20).assign(resource=scores["resource_hash"].str[:12])
     return dg.MaterializeResult(
         metadata={
             "resources_scored": len(scores),
-            "anomalies": len(anomalies),
+            "anomalies": int(scores["is_anomaly"].sum()),
             "resources_not_scored": len(unscored),
             "rows_replaced": replaced,
             "max_score": float(scores["anomaly_score"].max()) if len(scores) else 0.0,
