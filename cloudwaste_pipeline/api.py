@@ -175,12 +175,7 @@ def load_dataset(name: str, start: date | None = None, end: date | None = None) 
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted(tables)}")
     table = tables[name]
     query = sa.select(table)
-    stamp = {
-        "ml_training_data": "detected_at",
-        "resource_lifecycle_events": "event_timestamp",
-        "cloudwatch_metrics_history": "end_date",
-        "user_action_patterns": "action_at",
-    }.get(name)
+    stamp = schema.ROW_TIME.get(name)
     if stamp and start:
         query = query.where(table.c[stamp] >= datetime.combine(start, datetime.min.time()))
     if stamp and end:

@@ -52,19 +52,13 @@ def _midnight(day: date) -> datetime:
 
 def ml_expired(table: sa.Table, cut: date) -> sa.ColumnElement[bool]:
     """Rows of an account-level ML table older than ``cut`` (by the time the row describes)."""
-    stamps = {
-        "ml_training_data": "detected_at",
-        "resource_lifecycle_events": "event_timestamp",
-        "cloudwatch_metrics_history": "end_date",
-        "user_action_patterns": "action_at",
-    }
     if table is schema.cost_trend_data:
         return table.c.month < cut.strftime("%Y-%m")
     if table is schema.cost_forecasts:  # a forecast is as old as the last month it is made from
         return table.c.last_month < cut.strftime("%Y-%m")
     if table is schema.resource_anomaly_scores:  # as old as the series it scored
         return sa.func.coalesce(table.c.window_end, table.c.scored_at) < _midnight(cut)
-    return table.c[stamps[table.name]] < _midnight(cut)
+    return table.c[schema.ROW_TIME[table.name]] < _midnight(cut)
 
 
 ACCOUNT_TABLES: tuple[sa.Table, ...] = (

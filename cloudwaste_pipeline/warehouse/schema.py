@@ -427,5 +427,13 @@ ML_TABLES: tuple[sa.Table, ...] = (
 )
 """The six ML tables, in the architecture seed's order."""
 
+ROW_TIME: dict[str, str] = {
+    "ml_training_data": "detected_at",
+    "resource_lifecycle_events": "event_timestamp",
+    "cloudwatch_metrics_history": "end_date",
+    "user_action_patterns": "action_at",
+}
+"""The timestamp column that dates a row of an ML table (its retention, its date window)."""
+
 RAW_TABLES: tuple[sa.Table, ...] = (raw_scans, resource_action_events, quarantine, scan_errors)
 """The raw store: raw ids, short retention, never exported."""
