@@ -16,7 +16,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
+from cloudwaste_pipeline.accounts import GUID_PATTERN, Account, find_account, load_accounts
 from cloudwaste_pipeline.exports import (
     ExportProgress,
     ExportResult,
@@ -132,17 +132,21 @@ def scan(
 ) -> pd.DataFrame:
     """Scan one account now and return its detections (raw ids: for the account's owner only).
 
-    ``account`` is an alias from the accounts file or, for ad-hoc use, a raw account id scanned
-    with the default credentials.
+    ``account`` is an alias from the accounts file or, for ad-hoc use, a raw AWS account id or
+    Azure subscription id scanned with the default credentials (boto3's chain,
+    ``DefaultAzureCredential``). ``frame.attrs["errors"]`` lists what could not be read.
     """
     if account is None:
         raise ValueError("give account=<alias from the accounts file or a raw account id>")
     target = _resolve_account(provider, account, regions, accounts_file)
-    if target.provider != "aws":
-        raise NotImplementedError(f"the {target.provider} scanner is not available yet")
-    from cloudwaste_pipeline.scanning.aws import run_scan
+    if target.provider == "azure":
+        from cloudwaste_pipeline.scanning import azure
 
-    result = run_scan(target, settings.now(), regions=regions)
+        result = azure.run_scan(target, settings.now())
+    else:
+        from cloudwaste_pipeline.scanning.aws import run_scan
+
+        result = run_scan(target, settings.now(), regions=regions)
     frame = pd.DataFrame(result.detections)
     frame.attrs["errors"] = [asdict(e) for e in result.errors]
     return frame
@@ -163,6 +167,10 @@ def _resolve_account(
             owner_user_id="adhoc",
             account_id=account,
             regions=tuple(regions or ()),
+        )
+    if provider == "azure" and GUID_PATTERN.match(account):
+        return Account(
+            name="adhoc", provider="azure", owner_user_id="adhoc", subscription_id=account
         )
     raise ValueError(f"{account!r} is not an alias of the accounts file at {path}")
 

@@ -81,6 +81,10 @@ class CloudResource(dg.ConfigurableResource):
 
             real_costs = self.real_costs if account.real_costs is None else account.real_costs
             return run_scan(account, settings.now(), real_costs=real_costs)
+        if account.provider == "azure":
+            from cloudwaste_pipeline.scanning import azure
+
+            return azure.run_scan(account, settings.now())
         raise NotImplementedError(
             f"account {account.name!r}: the {account.provider} scanner is not available yet"
         )

@@ -27,17 +27,28 @@ load balancer without healthy targets is ``no_targets`` even when it also has no
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from cloudwaste_pipeline.scanning import rules as engine
 from cloudwaste_pipeline.scanning.model import Detection, Resource
-
-CRITICAL = "critical"
-HIGH = "high"
-MEDIUM = "medium"
-LOW = "low"
-CONFIDENCE_LEVELS = (CRITICAL, HIGH, MEDIUM, LOW)
+from cloudwaste_pipeline.scanning.rules import (
+    AGE_SCALE,
+    CRITICAL,
+    HIGH,
+    MEDIUM,
+    METRIC_WINDOW_DAYS,
+    QUIET_SCALE,
+    Rule,
+    age_grade,
+    days_since,
+    graded,
+    last_days,
+    quiet_grade,
+    quiet_streak,
+    series,
+)
 
 
 @dataclass(frozen=True)
@@ -89,47 +100,13 @@ class Thresholds:
 DEFAULT_THRESHOLDS = Thresholds()
 
 
-@dataclass(frozen=True)
-class Rule:
-    """One row of the table: what it detects, the rule and confidence in words, and the checks.
-
-    ``description`` and ``confidence_rule`` are ``str.format`` templates over ``Thresholds`` fields
-    (``{t.stopped_instance_min_days}``), so the documentation always shows the thresholds in use.
-    """
-
-    resource_type: str
-    scenario: str
-    description: str
-    confidence_rule: str
-    matches: Callable[[Resource, datetime, Thresholds], bool]
-    confidence: Callable[[Resource, datetime, Thresholds], str]
-    reason: Callable[[Resource, datetime, Thresholds], str]
-
-
-def _days(since: datetime | None, now: datetime) -> float | None:
-    return None if since is None else (now - since) / timedelta(days=1)
-
-
-def _graded(days: float | None, critical: float, high: float, medium: float) -> str:
-    """The shared scale: critical, high or medium from each threshold on, low below (or unknown)."""
-    if days is None:
-        return LOW
-    if days >= critical:
-        return CRITICAL
-    if days >= high:
-        return HIGH
-    if days >= medium:
-        return MEDIUM
-    return LOW
-
-
 def _stopped_longer_than_min(since: datetime | None, now: datetime, t: Thresholds) -> bool:
     return since is not None and now - since > timedelta(days=t.stopped_instance_min_days)
 
 
 def _stopped_grade(since: datetime | None, now: datetime, t: Thresholds) -> str:
-    return _graded(
-        _days(since, now), t.stopped_critical_days, t.stopped_high_days, t.stopped_medium_days
+    return graded(
+        days_since(since, now), t.stopped_critical_days, t.stopped_high_days, t.stopped_medium_days
     )
 
 
@@ -141,8 +118,8 @@ def _unattached_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
 
 
 def _unattached_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
-    return _graded(
-        _days(r.created_at, now),
+    return graded(
+        days_since(r.created_at, now),
         t.unattached_critical_days,
         t.unattached_high_days,
         t.unattached_medium_days,
@@ -155,7 +132,7 @@ def _volume_phrase(r: Resource) -> str:
 
 
 def _unattached_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = _days(r.created_at, now)
+    days = days_since(r.created_at, now)
     age = f", created {int(days)} days ago" if days is not None else ""
     return f"{_volume_phrase(r)} is not attached to any instance{age}."
 
@@ -182,7 +159,7 @@ def _attached_to_stopped_confidence(r: Resource, now: datetime, t: Thresholds) -
 
 
 def _attached_to_stopped_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = int(_days(_parents_stopped_since(r), now) or 0)
+    days = int(days_since(_parents_stopped_since(r), now) or 0)
     return f"{_volume_phrase(r)} is attached only to an instance stopped for {days} days."
 
 
@@ -213,44 +190,9 @@ def _stopped_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
 
 
 def _stopped_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = int(_days(r.state_since, now) or 0)
+    days = int(days_since(r.state_since, now) or 0)
     instance_type = r.config.get("instance_type") or "Instance"
     return f"{instance_type} instance has been stopped for {days} days; its volumes still bill."
-
-
-# Metric helpers: daily series as {ISO date: value}, and the last complete days before ``now``.
-
-METRIC_WINDOW_DAYS = 30  # the scanner's window; quiet streaks never count further back
-
-
-def _series(r: Resource, metric: str) -> dict[str, float]:
-    return dict(r.metrics.get(metric) or [])
-
-
-def _last_days(now: datetime, n: int) -> list[str]:
-    """ISO dates of the ``n`` complete UTC days before ``now``'s date, most recent first."""
-    today = now.date()
-    return [(today - timedelta(days=k)).isoformat() for k in range(1, int(n) + 1)]
-
-
-def _quiet_streak(now: datetime, quiet_day: Callable[[str], bool]) -> int:
-    """Consecutive days back from yesterday on which ``quiet_day`` holds (which needs data)."""
-    streak = 0
-    for day in _last_days(now, METRIC_WINDOW_DAYS):
-        if not quiet_day(day):
-            break
-        streak += 1
-    return streak
-
-
-def _quiet_grade(streak: int, t: Thresholds) -> str:
-    return _graded(streak, t.quiet_critical_days, t.quiet_high_days, t.quiet_medium_days)
-
-
-def _age_grade(r: Resource, now: datetime, t: Thresholds) -> str:
-    return _graded(
-        _days(r.created_at, now), t.age_critical_days, t.age_high_days, t.age_medium_days
-    )
 
 
 # ebs_volume/idle_volume
@@ -258,12 +200,12 @@ def _age_grade(r: Resource, now: datetime, t: Thresholds) -> str:
 
 def _volume_daily_ops(r: Resource) -> dict[str, float]:
     """Read plus write ops per day; a day with only one of the two counts the other as 0."""
-    reads, writes = _series(r, "VolumeReadOps"), _series(r, "VolumeWriteOps")
+    reads, writes = series(r, "VolumeReadOps"), series(r, "VolumeWriteOps")
     return {day: reads.get(day, 0.0) + writes.get(day, 0.0) for day in reads.keys() | writes}
 
 
 def _window_ops(r: Resource, now: datetime) -> dict[str, float]:
-    window = set(_last_days(now, METRIC_WINDOW_DAYS))
+    window = set(last_days(now, METRIC_WINDOW_DAYS))
     return {d: v for d, v in _volume_daily_ops(r).items() if d in window}
 
 
@@ -280,8 +222,8 @@ def _idle_volume_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
 
 def _idle_volume_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
     ops = _volume_daily_ops(r)
-    streak = _quiet_streak(now, lambda day: day in ops and ops[day] <= t.idle_volume_max_daily_ops)
-    return _quiet_grade(streak, t)
+    streak = quiet_streak(now, lambda day: day in ops and ops[day] <= t.idle_volume_max_daily_ops)
+    return quiet_grade(streak, t)
 
 
 def _idle_volume_reason(r: Resource, now: datetime, t: Thresholds) -> str:
@@ -298,9 +240,9 @@ def _idle_volume_reason(r: Resource, now: datetime, t: Thresholds) -> str:
 
 def _instance_idle_day(r: Resource, day: str, t: Thresholds) -> bool:
     """CPU below the limit and network below the limit that day; both need a data point."""
-    cpu = _series(r, "CPUUtilization").get(day)
-    net_in = _series(r, "NetworkIn").get(day)
-    net_out = _series(r, "NetworkOut").get(day)
+    cpu = series(r, "CPUUtilization").get(day)
+    net_in = series(r, "NetworkIn").get(day)
+    net_out = series(r, "NetworkOut").get(day)
     if cpu is None or (net_in is None and net_out is None):
         return False
     network = (net_in or 0.0) + (net_out or 0.0)
@@ -309,17 +251,17 @@ def _instance_idle_day(r: Resource, day: str, t: Thresholds) -> bool:
 
 def _idle_instance_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
     return r.state == "running" and all(
-        _instance_idle_day(r, day, t) for day in _last_days(now, t.idle_instance_days)
+        _instance_idle_day(r, day, t) for day in last_days(now, t.idle_instance_days)
     )
 
 
 def _idle_instance_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
-    return _quiet_grade(_quiet_streak(now, lambda day: _instance_idle_day(r, day, t)), t)
+    return quiet_grade(quiet_streak(now, lambda day: _instance_idle_day(r, day, t)), t)
 
 
 def _idle_instance_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = _last_days(now, t.idle_instance_days)
-    cpu = _series(r, "CPUUtilization")
+    days = last_days(now, t.idle_instance_days)
+    cpu = series(r, "CPUUtilization")
     peak = max((cpu[d] for d in days if d in cpu), default=0.0)
     instance_type = r.config.get("instance_type") or "Instance"
     return (
@@ -343,25 +285,25 @@ def _orphaned_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
 
 
 def _orphaned_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = _days(r.created_at, now)
+    days = days_since(r.created_at, now)
     age = f", taken {int(days)} days ago" if days is not None else ""
     return f"{_snapshot_phrase(r)} of a volume that no longer exists backs no AMI{age}."
 
 
 def _old_snapshot_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
-    days = _days(r.created_at, now)
+    days = days_since(r.created_at, now)
     return r.attrs.get("backs_ami") is False and days is not None and days > t.old_snapshot_days
 
 
 def _old_snapshot_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = _days(r.created_at, now) or 0
+    days = days_since(r.created_at, now) or 0
     if days >= t.old_snapshot_critical_days:
         return CRITICAL
     return HIGH if days >= t.old_snapshot_high_days else MEDIUM
 
 
 def _old_snapshot_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    days = int(_days(r.created_at, now) or 0)
+    days = int(days_since(r.created_at, now) or 0)
     return f"{_snapshot_phrase(r)} is {days} days old and backs no AMI."
 
 
@@ -369,22 +311,22 @@ def _old_snapshot_reason(r: Resource, now: datetime, t: Thresholds) -> str:
 
 
 def _no_connection_day(r: Resource, day: str) -> bool:
-    value = _series(r, "DatabaseConnections").get(day)
+    value = series(r, "DatabaseConnections").get(day)
     return value is not None and value == 0
 
 
 def _idle_database_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
     return r.state == "available" and all(
-        _no_connection_day(r, day) for day in _last_days(now, t.idle_database_days)
+        _no_connection_day(r, day) for day in last_days(now, t.idle_database_days)
     )
 
 
 def _idle_database_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
-    return _quiet_grade(_quiet_streak(now, lambda day: _no_connection_day(r, day)), t)
+    return quiet_grade(quiet_streak(now, lambda day: _no_connection_day(r, day)), t)
 
 
 def _idle_database_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    streak = _quiet_streak(now, lambda day: _no_connection_day(r, day))
+    streak = quiet_streak(now, lambda day: _no_connection_day(r, day))
     db_class = r.config.get("db_instance_class") or "DB"
     return f"{db_class} database has had no connection for {streak} days."
 
@@ -393,22 +335,22 @@ def _idle_database_reason(r: Resource, now: datetime, t: Thresholds) -> str:
 
 
 def _no_traffic_day(r: Resource, day: str) -> bool:
-    value = _series(r, "BytesOutToDestination").get(day)
+    value = series(r, "BytesOutToDestination").get(day)
     return value is not None and value == 0
 
 
 def _no_traffic_matches(r: Resource, now: datetime, t: Thresholds) -> bool:
     return r.state == "available" and all(
-        _no_traffic_day(r, day) for day in _last_days(now, t.nat_no_traffic_days)
+        _no_traffic_day(r, day) for day in last_days(now, t.nat_no_traffic_days)
     )
 
 
 def _no_traffic_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
-    return _quiet_grade(_quiet_streak(now, lambda day: _no_traffic_day(r, day)), t)
+    return quiet_grade(quiet_streak(now, lambda day: _no_traffic_day(r, day)), t)
 
 
 def _no_traffic_reason(r: Resource, now: datetime, t: Thresholds) -> str:
-    streak = _quiet_streak(now, lambda day: _no_traffic_day(r, day))
+    streak = quiet_streak(now, lambda day: _no_traffic_day(r, day))
     return f"NAT gateway has sent no bytes to destinations for {streak} days."
 
 
@@ -420,7 +362,7 @@ LB_REQUEST_METRICS = ("RequestCount", "NewFlowCount")  # ALB and CLB, NLB
 def _lb_requests(r: Resource) -> dict[str, float]:
     for metric in LB_REQUEST_METRICS:
         if metric in r.metrics:
-            return _series(r, metric)
+            return series(r, metric)
     return {}
 
 
@@ -441,7 +383,7 @@ def _no_targets_reason(r: Resource, now: datetime, t: Thresholds) -> str:
 
 def _requests_over(r: Resource, now: datetime, days: int) -> tuple[int, float]:
     requests = _lb_requests(r)
-    window = [d for d in _last_days(now, days) if d in requests]
+    window = [d for d in last_days(now, days) if d in requests]
     return len(window), sum(requests[d] for d in window)
 
 
@@ -460,7 +402,7 @@ def _no_requests_confidence(r: Resource, now: datetime, t: Thresholds) -> str:
         running_total[0] += requests[day]
         return running_total[0] < t.lb_max_requests
 
-    return _quiet_grade(_quiet_streak(now, quiet), t)
+    return quiet_grade(quiet_streak(now, quiet), t)
 
 
 def _no_requests_reason(r: Resource, now: datetime, t: Thresholds) -> str:
@@ -468,15 +410,6 @@ def _no_requests_reason(r: Resource, now: datetime, t: Thresholds) -> str:
     unit = "new flows" if "NewFlowCount" in r.metrics else "requests"
     return f"{_lb_phrase(r)} served {total:.0f} {unit} over the last {points} days."
 
-
-_QUIET_SCALE = (
-    "critical ≥ {t.quiet_critical_days:g}, high ≥ {t.quiet_high_days:g}, "
-    "medium ≥ {t.quiet_medium_days:g}, else low"
-)
-_AGE_SCALE = (
-    "Days since creation: critical ≥ {t.age_critical_days:g}, high ≥ {t.age_high_days:g}, "
-    "medium ≥ {t.age_medium_days:g}, else low"
-)
 
 _STOPPED_SCALE = (
     "critical ≥ {t.stopped_critical_days:g} d, high ≥ {t.stopped_high_days:g} d, "
@@ -543,7 +476,7 @@ RULES: tuple[Rule, ...] = (
         ),
         confidence_rule=(
             "Quiet streak (days with at most {t.idle_volume_max_daily_ops:g} ops): "
-            + _QUIET_SCALE
+            + QUIET_SCALE
             + "."
         ),
         matches=_idle_volume_matches,
@@ -560,7 +493,7 @@ RULES: tuple[Rule, ...] = (
             "two missing counts as 0; a day without CPU or without any network point: not "
             "flagged)."
         ),
-        confidence_rule="Quiet streak (idle days): " + _QUIET_SCALE + ".",
+        confidence_rule="Quiet streak (idle days): " + QUIET_SCALE + ".",
         matches=_idle_instance_matches,
         confidence=_idle_instance_confidence,
         reason=_idle_instance_reason,
@@ -572,9 +505,9 @@ RULES: tuple[Rule, ...] = (
             "Own snapshot whose source volume no longer exists, backing no own AMI (checked "
             "before old_snapshot)."
         ),
-        confidence_rule=_AGE_SCALE + ".",
+        confidence_rule=AGE_SCALE + ".",
         matches=_orphaned_matches,
-        confidence=_age_grade,
+        confidence=age_grade,
         reason=_orphaned_reason,
     ),
     Rule(
@@ -596,7 +529,7 @@ RULES: tuple[Rule, ...] = (
             "Status `available` and a daily maximum DatabaseConnections of 0 on each of the last "
             "{t.idle_database_days} days (a day without data: not flagged)."
         ),
-        confidence_rule="Quiet streak (days without connections): " + _QUIET_SCALE + ".",
+        confidence_rule="Quiet streak (days without connections): " + QUIET_SCALE + ".",
         matches=_idle_database_matches,
         confidence=_idle_database_confidence,
         reason=_idle_database_reason,
@@ -608,7 +541,7 @@ RULES: tuple[Rule, ...] = (
             "State `available` and a daily BytesOutToDestination sum of 0 on each of the last "
             "{t.nat_no_traffic_days} days (a day without data: not flagged)."
         ),
-        confidence_rule="Quiet streak (days without traffic): " + _QUIET_SCALE + ".",
+        confidence_rule="Quiet streak (days without traffic): " + QUIET_SCALE + ".",
         matches=_no_traffic_matches,
         confidence=_no_traffic_confidence,
         reason=_no_traffic_reason,
@@ -620,9 +553,9 @@ RULES: tuple[Rule, ...] = (
             "ALB/NLB: no healthy target in any of its target groups; CLB: no `InService` "
             "instance (checked before no_requests)."
         ),
-        confidence_rule=_AGE_SCALE + " (AWS records no time the targets went away).",
+        confidence_rule=AGE_SCALE + " (AWS records no time the targets went away).",
         matches=_no_targets_matches,
-        confidence=_age_grade,
+        confidence=age_grade,
         reason=_no_targets_reason,
     ),
     Rule(
@@ -635,7 +568,7 @@ RULES: tuple[Rule, ...] = (
         ),
         confidence_rule=(
             "Days back from yesterday, each with data, before the running total reaches "
-            "{t.lb_max_requests:g}: " + _QUIET_SCALE + "."
+            "{t.lb_max_requests:g}: " + QUIET_SCALE + "."
         ),
         matches=_no_requests_matches,
         confidence=_no_requests_confidence,
@@ -650,37 +583,12 @@ def detect(
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
     rules: Sequence[Rule] = RULES,
 ) -> list[Detection]:
-    """Flag each resource with the first rule of its type that matches, if any."""
-    by_type: dict[str, list[Rule]] = {}
-    for rule in rules:
-        by_type.setdefault(rule.resource_type, []).append(rule)
-    detections = []
-    for resource in resources:
-        for rule in by_type.get(resource.resource_type, ()):
-            if rule.matches(resource, now, thresholds):
-                detections.append(
-                    Detection(
-                        resource=resource,
-                        detection_scenario=rule.scenario,
-                        confidence_level=rule.confidence(resource, now, thresholds),
-                        reason=rule.reason(resource, now, thresholds),
-                        detected_at=now,
-                    )
-                )
-                break
-    return detections
+    """Flag each resource with the first AWS rule of its type that matches, if any."""
+    return engine.detect(resources, now, thresholds, rules)
 
 
 def rules_markdown(
     thresholds: Thresholds = DEFAULT_THRESHOLDS, rules: Sequence[Rule] = RULES
 ) -> str:
-    """The rule table as markdown, thresholds filled in, for the docs and the Dagster UI."""
-    lines = [
-        "| resource_type | scenario | rule | confidence |",
-        "| --- | --- | --- | --- |",
-    ]
-    for rule in rules:
-        description = rule.description.format(t=thresholds)
-        confidence = rule.confidence_rule.format(t=thresholds)
-        lines.append(f"| {rule.resource_type} | {rule.scenario} | {description} | {confidence} |")
-    return "\n".join(lines)
+    """The AWS rule table as markdown, thresholds filled in, for the docs and the Dagster UI."""
+    return engine.rules_markdown(thresholds, rules)
