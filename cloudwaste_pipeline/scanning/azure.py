@@ -84,7 +84,7 @@ INSTANCE_VIEW_API_VERSION = "2024-07-01"
 VM_NAMESPACE = "Microsoft.Compute/virtualMachines"
 VM_METRICS = ("Percentage CPU", "Network In Total", "Network Out Total")
 METRIC_WINDOW_DAYS = 30
-METRIC_GRANULARITY = timedelta(hours=1)  # P95 CPU needs hourly points; Monitor keeps 93 days
+METRICS_API_VERSION = "2024-02-01"  # metrics:getBatch, as MetricsClient 1.0 calls it
 MAX_RESOURCES_PER_BATCH = 50  # the metrics:getBatch limit on resource ids
 MAX_WORKERS = 8  # metric batches and instance views in flight at once
 
@@ -363,31 +363,46 @@ def read_vm_metrics(
 ) -> dict[str, dict[str, list[tuple[datetime, float]]]]:
     """Hourly points per lower-case VM id and metric, for up to 50 VMs of one region (one call).
 
-    CPU is the hourly average, network the hourly total (bytes).
+    CPU is the hourly average, network the hourly total (bytes). The batch request goes through
+    the ``MetricsClient``'s own pipeline (auth, retries) with ``send_request``, and the JSON is
+    read directly: ``query_resources`` builds typed models at about 70 µs per data point, which
+    for 50 VMs x 3 metrics x 720 hours is 8 s of CPU per call, far more than the call itself.
     """
+    from azure.core.rest import HttpRequest
+
     end = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = end - timedelta(days=METRIC_WINDOW_DAYS)
-    results = metrics_client.query_resources(
-        resource_ids=list(vm_ids),
-        metric_namespace=VM_NAMESPACE,
-        metric_names=list(VM_METRICS),
-        timespan=(start, end),
-        granularity=METRIC_GRANULARITY,
-        aggregations=["Average", "Total"],
+    subscription = vm_ids[0].split("/")[2]
+    request = HttpRequest(
+        "POST",
+        f"/subscriptions/{subscription}/metrics:getBatch",
+        params={
+            "api-version": METRICS_API_VERSION,
+            "starttime": _iso(start),
+            "endtime": _iso(end),
+            "interval": "PT1H",
+            "metricnamespace": VM_NAMESPACE,
+            "metricnames": ",".join(VM_METRICS),
+            "aggregation": "average,total",
+        },
+        json={"resourceids": list(vm_ids)},
     )
+    response = metrics_client.send_request(request)
+    if response.status_code != 200:
+        raise HttpResponseError(response=response)
     points: dict[str, dict[str, list[tuple[datetime, float]]]] = defaultdict(dict)
-    for result in results:
-        for metric in result.metrics:
+    for result in response.json().get("values") or []:
+        for metric in result.get("value") or []:
             # The metric id is the resource id + /providers/Microsoft.Insights/metrics/<name>.
-            owner = metric.id.lower().split("/providers/microsoft.insights/metrics")[0]
-            field = "average" if metric.name == "Percentage CPU" else "total"
-            values = [
-                (_utc(value.timestamp), float(getattr(value, field)))
-                for series in metric.timeseries
-                for value in series.data
-                if getattr(value, field) is not None
+            owner = str(metric["id"]).lower().split("/providers/microsoft.insights/metrics")[0]
+            name = (metric.get("name") or {}).get("value")
+            field = "average" if name == "Percentage CPU" else "total"
+            points[owner][name] = [
+                (_parse_iso(point["timeStamp"]), float(point[field]))
+                for series in metric.get("timeseries") or []
+                for point in series.get("data") or []
+                if point.get(field) is not None
             ]
-            points[owner][metric.name] = values
     return points
 
 
@@ -864,6 +879,14 @@ def _parse_time(value: Any) -> datetime | None:
         return _utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
     except ValueError:
         return None
+
+
+def _parse_iso(text: str) -> datetime:
+    return _utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _utc(value: datetime) -> datetime:

@@ -9,6 +9,7 @@ clients. PII is planted in names and tags so tests can prove it never reaches an
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -129,15 +130,21 @@ def hourly_metric(
     return points
 
 
-def _day_values(seed: int, resource: AzureResource, metric: str, day: date) -> list[float]:
-    rng = stable_rng(seed, resource.key, metric, day.isoformat())
-    idle = resource.usage == "idle" and (
-        resource.idle_since is None or day >= resource.idle_since.date()
-    )
+def _day_values(seed: int, resource: AzureResource, metric: str, day: date) -> tuple[float, ...]:
+    return _usage_day(seed, resource.key, resource.usage, resource.idle_since, metric, day)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _usage_day(
+    seed: int, key: str, usage: str | None, idle_since: datetime | None, metric: str, day: date
+) -> tuple[float, ...]:
+    """24 hourly values of one day; cached, since every scan of the window asks again."""
+    rng = stable_rng(seed, key, metric, day.isoformat())
+    idle = usage == "idle" and (idle_since is None or day >= idle_since.date())
     cpu = metric == "Percentage CPU"
     if idle:
         values = rng.uniform(0.2, 3.5, 24) if cpu else rng.uniform(2_000, 120_000, 24)
-    elif resource.usage == "light":
+    elif usage == "light":
         # Mostly quiet, but a few busy hours a day: P95 well above 5%, not idle.
         values = rng.uniform(0.5, 3.0, 24) if cpu else rng.uniform(50_000, 900_000, 24)
         busy = rng.choice(24, size=3, replace=False)
@@ -145,7 +152,7 @@ def _day_values(seed: int, resource: AzureResource, metric: str, day: date) -> l
     else:
         daily = 0.5 + 0.5 * np.sin(np.linspace(0, 2 * np.pi, 24))
         values = (15 + 45 * daily + rng.normal(0, 3, 24)) if cpu else rng.uniform(1e7, 4e8, 24)
-    return [round(float(max(v, 0.0)), 3) for v in values]
+    return tuple(round(float(max(v, 0.0)), 3) for v in values)
 
 
 # --------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import secrets
 import ssl
 import tempfile
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+import orjson
 
 from cloudwaste_pipeline.scanning.azure import (
     ACTIVITY_QUERY,
@@ -63,6 +66,7 @@ class FakeAzure:
         page_size: int = 1000,
         forbidden: set[str] | None = None,
         throttle: dict[str, int] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.resources = resources
         self.now = now
@@ -70,6 +74,7 @@ class FakeAzure:
         self.page_size = page_size
         self.forbidden = {s.lower() for s in forbidden or ()}
         self.throttle = Counter(throttle or {})  # route -> how many requests still get a 429
+        self.latency = latency  # seconds added to every answer: a remote service's round trip
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
         self.deleted: set[str] = set()  # lower-case ids the simulation removed
@@ -135,6 +140,8 @@ class FakeAzure:
         self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
     ) -> tuple[int, dict[str, str], Any]:
         route = _route(method, path)
+        if self.latency:
+            time.sleep(self.latency)
         with self._lock:
             self.calls[route] += 1
             if self.throttle[route] > 0:
@@ -331,7 +338,7 @@ def _handler(fake: FakeAzure) -> type[BaseHTTPRequestHandler]:
             except Exception as exc:  # a fake's bug must show up as a 500, not a hang
                 log.exception("fake azure failed")
                 status, headers, payload = 500, {}, _error("InternalError", repr(exc))
-            data = json.dumps(payload).encode()
+            data = orjson.dumps(payload)
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
