@@ -18,9 +18,10 @@ import secrets
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,26 @@ from cloudwaste_pipeline import api, settings
 from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.defs.sensors import register_accounts
 from cloudwaste_pipeline.ml import registry
+from cloudwaste_pipeline.simulation.azure_estate import (
+    DEMO_SUBSCRIPTIONS,
+    AzureResource,
+    TenantSpec,
+    plan_tenant,
+)
+from cloudwaste_pipeline.simulation.azure_fake import FakeAzure
 from cloudwaste_pipeline.simulation.behaviour import Decision, decide
 from cloudwaste_pipeline.simulation.fleet import FleetSpec, plan_fleet, scan_time
 from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
 from cloudwaste_pipeline.warehouse import queries, schema
 
 EVENT_NAMESPACE = uuid.UUID("8a6f2d4e-3c1b-4f5a-9e7d-0b2c4d6e8f10")
-DEMO_COMPANIES = (("retail", 450), ("software", 35), ("finance", 2400))
+DEMO_COMPANIES = (
+    ("retail", 450),
+    ("software", 35),
+    ("finance", 2400),
+    ("manufacturing", 900),
+    ("healthcare", 120),
+)
 
 
 @dataclass
@@ -81,8 +95,50 @@ def write_accounts_file(paths: settings.Paths, spec: FleetSpec) -> None:
         }
         for a in spec.accounts
     ]
+    accounts += [subscription.accounts_entry() for subscription in spec.azure_subscriptions]
     paths.accounts_file.parent.mkdir(parents=True, exist_ok=True)
     paths.accounts_file.write_text(yaml.safe_dump({"accounts": accounts}, sort_keys=False))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One scanned account of the demo, whichever cloud it is in."""
+
+    alias: str
+    provider: str
+    cloud_id: str
+    owner_user_id: str
+
+
+def targets(spec: FleetSpec) -> list[Target]:
+    aws = [Target(a.alias, "aws", a.account_id, a.owner_user_id) for a in spec.accounts]
+    azure = [
+        Target(s.alias, "azure", s.subscription_id, s.owner_user_id)
+        for s in spec.azure_subscriptions
+    ]
+    return [*aws, *azure]
+
+
+def azure_plan(spec: FleetSpec) -> list[AzureResource]:
+    """The simulated Azure tenant, its waste planted as of the demo date."""
+    tenant = TenantSpec(
+        seed=spec.seed,
+        now=scan_time(spec.demo_date).replace(tzinfo=UTC),
+        units_per_region=spec.azure_units,
+        subscriptions=spec.azure_subscriptions,
+    )
+    return plan_tenant(tenant)
+
+
+@contextmanager
+def azure_cloud(spec: FleetSpec) -> Iterator[FakeAzure | None]:
+    """The simulated tenant served to the real Azure SDK clients (``None``: no Azure)."""
+    if not spec.azure_subscriptions:
+        yield None
+        return
+    fake = FakeAzure(azure_plan(spec), scan_time(spec.first_day).replace(tzinfo=UTC), spec.seed)
+    with fake.serving():
+        yield fake
 
 
 def pin_clock(moment: datetime) -> None:
@@ -132,32 +188,43 @@ class DemoRunner:
             self.failed.append(f"{asset} {partition_key or ''}".strip())
         return result.success
 
-    def replay_history(self, replay: Replay) -> None:
+    def replay_history(self, replay: Replay, azure: FakeAzure | None) -> None:
         engine = api.engine()
         days = self.spec.days()
+        accounts = targets(self.spec)
         for index, day in enumerate(days):
             moment = scan_time(day)
             pin_clock(moment)
             replay.advance_to(moment)
-            for account in self.spec.accounts:
+            if azure is not None:
+                azure.now = moment.replace(tzinfo=UTC)
+            for account in accounts:
                 self.run_job("scan_job", partition_key=scan_key(day, account.alias))
             if day == self.spec.demo_date:
                 break
             next_scan = scan_time(days[index + 1])
             with engine.connect() as conn:
-                for account in self.spec.accounts:
-                    scan = queries.load_raw_scan(conn, "aws", account.account_id, day)
+                for account in accounts:
+                    scan = queries.load_raw_scan(conn, account.provider, account.cloud_id, day)
                     for detection in (scan or {}).get("detections", []):
                         rid = detection["resource_id"]
                         if rid not in self.decisions:
                             first_seen = datetime.fromisoformat(detection["detected_at"])
                             self.decisions[rid] = decide(self.spec.seed, detection, first_seen)
-                        self._act(replay, account, rid, moment, next_scan)
+                        self._act(replay, azure, account, rid, moment, next_scan)
             pin_clock(next_scan - timedelta(minutes=5))
             self.run_job("user_actions_job")
-            self.progress(f"  {day}: scanned {len(self.spec.accounts)} account(s)")
+            self.progress(f"  {day}: scanned {len(accounts)} account(s)")
 
-    def _act(self, replay: Replay, account: Any, rid: str, start: datetime, end: datetime) -> None:
+    def _act(
+        self,
+        replay: Replay,
+        azure: FakeAzure | None,
+        account: Target,
+        rid: str,
+        start: datetime,
+        end: datetime,
+    ) -> None:
         decision = self.decisions.get(rid)
         if decision is None:
             return
@@ -167,23 +234,25 @@ class DemoRunner:
         api.record_user_action(
             event_id=str(uuid.uuid5(EVENT_NAMESPACE, f"{self.spec.seed}|{rid}|{decision.action}")),
             user_id=account.owner_user_id,
-            account_id=account.account_id,
-            provider="aws",
+            account_id=account.cloud_id,
+            provider=account.provider,
             resource_id=rid,
             action=decision.action,
             action_at=when,
         )
-        if decision.action == "deleted":
-            key = replay.key_for(rid)
-            if key:
-                replay.schedule_deletion(key, when)
+        if decision.action != "deleted":
+            return
+        if account.provider == "azure" and azure is not None:
+            delete_azure(azure, rid, when)
+        elif key := replay.key_for(rid):
+            replay.schedule_deletion(key, when)
 
     def derive_outputs(self) -> None:
         first, last = self.spec.first_day, self.spec.demo_date
         pin_clock(scan_time(last) + timedelta(hours=2))
         months = sorted({date(d.year, d.month, 1) for d in self.spec.days()})
         for month in months:
-            for account in self.spec.accounts:
+            for account in targets(self.spec):
                 self.run_job("cost_trends_job", partition_key=month_key(month, account.alias))
         weeks = complete_weeks(first, last)
         for monday in weeks[:-1]:
@@ -203,10 +272,12 @@ def run_demo(
     progress: Callable[[str], None] = print,
     planned_out: list | None = None,
     database_url: str | None = None,
+    azure_out: list | None = None,
 ) -> DemoSummary:
     """Run the whole demo into ``home`` (the embedded SQLite warehouse unless ``database_url``).
 
-    ``planned_out`` receives the replayed plan, for tests that check the scans against it.
+    ``planned_out`` receives the replayed AWS plan and ``azure_out`` the Azure one (with the
+    users' deletions), for tests that check the scans against them.
     """
     paths = prepare_home(home)
     if database_url:
@@ -215,16 +286,21 @@ def run_demo(
         os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
     write_accounts_file(paths, spec)
     runner = DemoRunner(spec, progress)
-    register_accounts(runner.instance, [a.alias for a in spec.accounts])
+    register_accounts(runner.instance, [a.alias for a in targets(spec)])
     pin_clock(scan_time(spec.first_day))
-    for account, (industry, employees) in zip(spec.accounts, DEMO_COMPANIES, strict=False):
+    for account, (industry, employees) in zip(targets(spec), DEMO_COMPANIES, strict=False):
         api.set_user_preferences(account.owner_user_id, industry=industry, employees=employees)
-    progress(f"Replaying {spec.history_days} days of a simulated AWS estate into moto ...")
-    with moto_cloud():
+    clouds = "AWS estate into moto" + (
+        " and an Azure tenant into a local fake of its APIs" if spec.azure_subscriptions else ""
+    )
+    progress(f"Replaying {spec.history_days} days of a simulated {clouds} ...")
+    with moto_cloud(), azure_cloud(spec) as azure:
         replay = Replay(spec, plan_fleet(spec))
-        runner.replay_history(replay)
+        runner.replay_history(replay, azure)
         if planned_out is not None:
             planned_out.extend(replay.planned)
+        if azure_out is not None and azure is not None:
+            azure_out.extend(azure.resources)
     progress("Cost trends, weekly exports, model, stats ...")
     runner.derive_outputs()
     with api.engine().connect() as conn:
@@ -287,11 +363,7 @@ def replay_estate(spec: FleetSpec) -> Replay:
     Ids are seeded per day, so replaying the same plan with the deletions the demo's users made
     (read back from the outbox) gives the same resource ids the demo scanned.
     """
-    events = schema.resource_action_events
-    with api.engine().connect() as conn:
-        deleted = conn.execute(
-            sa.select(events.c.resource_id, events.c.action_at).where(events.c.action == "deleted")
-        ).all()
+    deleted = deleted_resources()
     replay = Replay(spec, plan_fleet(spec))
     for day in spec.days():
         moment = scan_time(day)
@@ -301,6 +373,31 @@ def replay_estate(spec: FleetSpec) -> Replay:
                 replay.schedule_deletion(key, when)
         replay.advance_to(moment)
     return replay
+
+
+def delete_azure(azure: FakeAzure, resource_id: str, when: datetime) -> None:
+    """Delete a resource from the simulated tenant, with the disks of a deleted VM: the portal
+    deletes a VM's disks with it by default (``deleteOption: Delete``), and a disk whose VM is
+    gone would otherwise keep claiming a manager that no longer exists."""
+    target = resource_id.lower()
+    for resource in azure.resources:
+        owner = resource.owner.resource_id.lower() if resource.owner is not None else None
+        if target in (resource.resource_id.lower(), owner) and resource.deleted_at is None:
+            resource.deleted_at = when.replace(tzinfo=UTC)
+
+
+def deleted_resources() -> list[tuple[str, datetime]]:
+    """(raw resource id, when) of every deletion the demo's users recorded."""
+    events = schema.resource_action_events
+    with api.engine().connect() as conn:
+        return [
+            (row.resource_id, row.action_at)
+            for row in conn.execute(
+                sa.select(events.c.resource_id, events.c.action_at).where(
+                    events.c.action == "deleted"
+                )
+            )
+        ]
 
 
 def launch_ui(home: Path, port: int, spec: FleetSpec) -> None:
@@ -317,8 +414,12 @@ def launch_ui(home: Path, port: int, spec: FleetSpec) -> None:
     command += (
         ["-w", str(workspace)] if workspace.exists() else ["-m", "cloudwaste_pipeline.definitions"]
     )
-    with moto_cloud():
+    with moto_cloud(), azure_cloud(spec) as azure:
         replay_estate(spec)
+        if azure is not None:
+            azure.now = scan_time(spec.demo_date).replace(tzinfo=UTC)
+            for resource_id, when in deleted_resources():
+                delete_azure(azure, resource_id, when)
         print(f"Simulated cloud ready; the UI opens at http://127.0.0.1:{port} (Ctrl-C to stop)")
         raise SystemExit(subprocess.call(command))
 
@@ -333,7 +434,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=3000)
     args = parser.parse_args(argv)
     home = Path(args.home).expanduser().resolve()
-    spec = FleetSpec(seed=args.seed, demo_date=args.date, history_days=args.days)
+    spec = FleetSpec(
+        seed=args.seed,
+        demo_date=args.date,
+        history_days=args.days,
+        azure_subscriptions=DEMO_SUBSCRIPTIONS,
+    )
     if args.ui:
         launch_ui(home, args.port, spec)
     summary = run_demo(home, spec)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cloudwaste_pipeline.demo import DemoSummary, run_demo
+from cloudwaste_pipeline.simulation.azure_estate import DEMO_SUBSCRIPTIONS, AzureResource
 from cloudwaste_pipeline.simulation.fleet import DEMO_ACCOUNTS, FleetSpec, PlannedResource
 
 TEST_SPEC = FleetSpec(
@@ -24,6 +25,7 @@ TEST_SPEC = FleetSpec(
     history_days=9,
     resources_per_region=20,
     accounts=DEMO_ACCOUNTS[:2],
+    azure_subscriptions=DEMO_SUBSCRIPTIONS[1:],  # one region, no workspace: instance views
 )
 ENV_KEYS = (
     "CLOUDWASTE_HOME",
@@ -40,6 +42,7 @@ class DemoInstance:
     home: Path
     summary: DemoSummary
     planned: list[PlannedResource]
+    azure: list[AzureResource]
 
 
 @contextmanager
@@ -63,5 +66,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
     with isolated_environment():
         home = tmp_path_factory.mktemp("demo-home")
         planned: list[PlannedResource] = []
-        summary = run_demo(home, TEST_SPEC, progress=lambda _: None, planned_out=planned)
-        yield DemoInstance(home, summary, planned)
+        azure: list[AzureResource] = []
+        summary = run_demo(
+            home, TEST_SPEC, progress=lambda _: None, planned_out=planned, azure_out=azure
+        )
+        yield DemoInstance(home, summary, planned, azure)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.definitions import defs
 from cloudwaste_pipeline.defs.partitions import month_key, scan_key
+from cloudwaste_pipeline.demo import targets
 from cloudwaste_pipeline.ml import train
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline_tests.demo_instance import TEST_SPEC
@@ -83,6 +84,14 @@ def raw_identifiers(demo) -> set[str]:
     values: set[str] = set()
     for account in TEST_SPEC.accounts:
         values |= {account.account_id, account.owner_user_id}
+    for subscription in TEST_SPEC.azure_subscriptions:
+        values |= {subscription.subscription_id, subscription.owner_user_id}
+    for azure_resource in demo.azure:
+        values |= {
+            *azure_resource.pii,
+            azure_resource.resource_id,
+            azure_resource.resource_id.lower(),
+        }
     for resource in demo.planned:
         values |= set(resource.pii)
         values |= {v for v in (resource.cloud_id, resource.root_volume_id) if v}
@@ -221,8 +230,9 @@ def test_daily_schedule_requests_every_account(demo):
     )
     requests = schedule.evaluate_tick(context).run_requests
     assert sorted(r.partition_key for r in requests) == sorted(
-        str(scan_key("2026-11-17", a.alias)) for a in TEST_SPEC.accounts
+        str(scan_key("2026-11-17", a.alias)) for a in targets(TEST_SPEC)
     )
+    assert any(a.provider == "azure" for a in targets(TEST_SPEC))
 
 
 def test_definitions_validate_from_the_cli():
@@ -284,6 +294,27 @@ def test_the_scanner_finds_exactly_the_planted_waste(demo):
         assert {"unattached_volume", "unassociated_ip", "stopped_instance"} <= set(found.values())
 
 
+def test_the_azure_scanner_finds_exactly_the_planted_waste(demo):
+    """The demo's Azure subscription went through the same jobs; its last scan holds exactly the
+    planted waste still standing (users deleted some), and its rows reached the ML tables."""
+    from cloudwaste_pipeline.simulation.azure_estate import expected_detections
+    from cloudwaste_pipeline.simulation.fleet import scan_time
+
+    now = scan_time(TEST_SPEC.demo_date).replace(tzinfo=UTC)
+    [subscription] = TEST_SPEC.azure_subscriptions
+    with api.engine().connect() as conn:
+        stored = queries.load_raw_scan(
+            conn, "azure", subscription.subscription_id, TEST_SPEC.demo_date
+        )
+        providers = conn.execute(sa.select(schema.ml_training_data.c.provider).distinct()).scalars()
+        assert set(providers) == {"aws", "azure"}
+    found = {d["resource_id"].lower(): d["detection_scenario"] for d in stored["detections"]}
+    expected = expected_detections(demo.azure, now)
+    assert found == expected
+    assert any(r.deleted_at for r in demo.azure)  # the users' deletions reached the tenant
+    assert {"deallocated_vm", "idle_vm", "unattached_disk"} <= set(found.values())
+
+
 def test_a_run_without_the_key_fails_saying_how_to_make_one(demo, monkeypatch):
     monkeypatch.delenv("CLOUDWASTE_ANONYMIZATION_KEY")
     day = TEST_SPEC.demo_date - timedelta(days=1)
@@ -303,7 +334,11 @@ def test_the_pipeline_runs_on_postgresql(postgres_url, tmp_path):
     from cloudwaste_pipeline_tests.demo_instance import isolated_environment
 
     spec = replace(
-        TEST_SPEC, history_days=3, resources_per_region=8, accounts=TEST_SPEC.accounts[:1]
+        TEST_SPEC,
+        history_days=3,
+        resources_per_region=8,
+        accounts=TEST_SPEC.accounts[:1],
+        azure_subscriptions=(),
     )
     with isolated_environment():
         summary = run_demo(tmp_path, spec, progress=lambda _: None, database_url=postgres_url)

@@ -188,14 +188,7 @@ def test_scan_by_alias_through_the_api_and_the_resource(tmp_path: Path, monkeypa
     spec = TenantSpec(now=NOW, units_per_region=1, subscriptions=(subscription,))
     plan = plan_tenant(spec)
     accounts_file = tmp_path / "accounts.yaml"
-    entry = {
-        "name": subscription.alias,
-        "provider": "azure",
-        "owner_user_id": subscription.owner_user_id,
-        "tenant_id": subscription.tenant_id,
-        "subscription_id": subscription.subscription_id,
-    }
-    accounts_file.write_text(yaml.safe_dump({"accounts": [entry]}))
+    accounts_file.write_text(yaml.safe_dump({"accounts": [subscription.accounts_entry()]}))
     monkeypatch.setenv("CLOUDWASTE_NOW", NOW.isoformat())
     with FakeAzure(plan, NOW).serving():
         frame = api.scan(

@@ -363,7 +363,7 @@ RULES: tuple[Rule, ...] = (
         scenario="stopped_vm",
         description=(
             "Power state `stopped` (not deallocated: compute still bills) for more than "
-            "{t.stopped_vm_min_days:g} days."
+            "{t.stopped_vm_min_days:g} day(s)."
         ),
         confidence_rule="Days stopped: " + _STOPPED_SCALE + ".",
         matches=_stopped_matches,

@@ -42,6 +42,19 @@ class AzureSubscription:
     regions: tuple[str, ...]
     workspace_id: str | None = None  # a Log Analytics workspace collecting its Activity Log
 
+    def accounts_entry(self) -> dict[str, str]:
+        """Its entry in the accounts file."""
+        entry = {
+            "name": self.alias,
+            "provider": "azure",
+            "owner_user_id": self.owner_user_id,
+            "tenant_id": self.tenant_id,
+            "subscription_id": self.subscription_id,
+        }
+        if self.workspace_id:
+            entry["workspace_id"] = self.workspace_id
+        return entry
+
 
 DEMO_TENANT_ID = "5d3c2b1a-0f9e-4d8c-b7a6-112233445566"
 DEMO_SUBSCRIPTIONS = (
@@ -75,7 +88,29 @@ class AzureResource:
     stopped_at: datetime | None = None  # VMs: when they stopped / were deallocated
     usage: str | None = None  # VMs: busy | idle | light (metrics profile)
     idle_since: datetime | None = None
+    appears_at: datetime | None = None  # before this, the resource does not exist yet
+    owner: AzureResource | None = None  # disks: the VM that manages them
+    deleted_at: datetime | None = None  # set by the simulation when a user deletes it
     pii: list[str] = field(default_factory=list)
+
+    def exists_at(self, now: datetime) -> bool:
+        return (self.appears_at is None or self.appears_at <= now) and (
+            self.deleted_at is None or self.deleted_at > now
+        )
+
+    def row_at(self, now: datetime) -> dict[str, Any]:
+        """The Resource Graph row as of ``now``: a VM that stops later still runs (and its
+        disks are still attached to a running VM)."""
+        vm = self.owner if self.owner is not None else self
+        if vm.stopped_at is None or vm.stopped_at <= now:
+            return self.row
+        if self is vm:
+            extended = {"instanceView": {"powerState": {"code": "PowerState/running"}}}
+            return {**self.row, "properties": {**self.row["properties"], "extended": extended}}
+        return {**self.row, "properties": {**self.row["properties"], "diskState": "Attached"}}
+
+    def stopped_by(self, now: datetime) -> bool:
+        return self.stopped_at is not None and self.stopped_at <= now
 
     @property
     def resource_id(self) -> str:
@@ -103,9 +138,16 @@ def plan_tenant(spec: TenantSpec) -> list[AzureResource]:
     return planned
 
 
-def expected_detections(planned: list[AzureResource]) -> dict[str, str]:
-    """Lower-case resource id -> planted scenario, for every planted waste."""
-    return {r.resource_id.lower(): r.expected for r in planned if r.expected}
+def expected_detections(
+    planned: list[AzureResource], now: datetime | None = None
+) -> dict[str, str]:
+    """Lower-case resource id -> planted scenario, for every planted waste (existing at ``now``,
+    when given: the plan's waste is as of ``TenantSpec.now``, so only that day's scan finds all)."""
+    return {
+        r.resource_id.lower(): r.expected
+        for r in planned
+        if r.expected and (now is None or r.exists_at(now))
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,6 +242,8 @@ class _Builder:
             expected=expected,
             pii=[*pii, full_name],
         )
+        created = (row.get("properties") or {}).get("timeCreated")
+        resource.appears_at = datetime.fromisoformat(created) if created else self.ago(20, 400)
         self.out.append(resource)
         return resource
 
@@ -209,7 +253,7 @@ class _Builder:
     ) -> AzureResource:  # fmt: skip
         sku = str(self.rng.choice(DISK_SKUS))
         created = self.ago(100, 900) if owner is None else _created(owner)
-        return self.add(
+        disk = self.add(
             "managed_disk",
             "Microsoft.Compute/disks",
             name,
@@ -225,6 +269,10 @@ class _Builder:
                 "provisioningState": "Succeeded",
             },
         )
+        disk.owner = owner
+        if owner is None and since is not None:
+            disk.appears_at = max(created, since)  # it shows up detached
+        return disk
 
     def vm(
         self, name: str, expected: str | None, power: str, usage: str = "busy",

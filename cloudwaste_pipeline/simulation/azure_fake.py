@@ -77,7 +77,6 @@ class FakeAzure:
         self.latency = latency  # seconds added to every answer: a remote service's round trip
         self.calls: Counter[str] = Counter()
         self.throttled: Counter[str] = Counter()
-        self.deleted: set[str] = set()  # lower-case ids the simulation removed
         self._lock = threading.Lock()
         self._secret = secrets.token_hex(16)
         self.url = ""
@@ -85,7 +84,8 @@ class FakeAzure:
     # -- the estate --------------------------------------------------------------------------
 
     def live(self) -> list[AzureResource]:
-        return [r for r in self.resources if r.resource_id.lower() not in self.deleted]
+        """What exists at the fake's ``now`` (the simulation moves it day by day)."""
+        return [r for r in self.resources if r.exists_at(self.now)]
 
     def by_id(self) -> dict[str, AzureResource]:
         return {r.resource_id.lower(): r for r in self.live()}
@@ -186,7 +186,7 @@ class FakeAzure:
                 )
         rows = sorted(
             (
-                r.row
+                r.row_at(self.now)
                 for r in self.live()
                 if r.row["subscriptionId"].lower() in subscriptions
                 and r.row["type"].lower() in RESOURCE_TYPES
@@ -274,7 +274,7 @@ class FakeAzure:
         rows = [
             [r.resource_id.lower(), _iso(r.stopped_at)]
             for r in self.live()
-            if r.stopped_at is not None
+            if r.stopped_by(end)
             and (r.subscription.workspace_id or "").lower() == workspace
             and start <= r.stopped_at <= end
         ]
@@ -295,12 +295,13 @@ class FakeAzure:
         resource = self.by_id().get(vm_id)
         if resource is None:
             return 404, {}, _error("ResourceNotFound", "no such virtual machine")
-        power = resource.row["properties"]["extended"]["instanceView"]
+        power = resource.row_at(self.now)["properties"]["extended"]["instanceView"]
+        last_operation = resource.stopped_at if resource.stopped_by(self.now) else None
         statuses = [
             {
                 "code": "ProvisioningState/succeeded",
                 "level": "Info",
-                "time": _iso(resource.stopped_at or self.now - timedelta(days=400)),
+                "time": _iso(last_operation or resource.appears_at or self.now),
             },
             {"code": power["powerState"]["code"], "level": "Info"},
         ]

@@ -6,8 +6,8 @@ does (ROC AUC well above the baseline) without any hard-coded score.
 
 - A user acts on a detection with probability ``ACT_PROBABILITY``, after an exponential delay.
 - P(deleted | acts) = sigmoid(score + noise), where score adds: unambiguous scenarios
-  (unattached volume, unassociated IP) +1.3; log10 of the monthly cost, weighted; dev/test/staging
-  +1.2 and prod -1.4; critical/high confidence +0.5.
+  (unattached volume or disk, unassociated IP, NAT without subnets, empty plan) +1.3; log10 of
+  the monthly cost, weighted; dev/test/staging +1.2 and prod -1.4; critical/high confidence +0.5.
 - Otherwise the user keeps it (prod, mostly) or ignores it.
 """
 
@@ -23,7 +23,13 @@ from cloudwaste_pipeline.simulation.fleet import stable_rng
 ACT_PROBABILITY = 0.75
 MEAN_DELAY_HOURS = 30.0
 NOISE = 0.6
-UNAMBIGUOUS = {"unattached_volume", "unassociated_ip"}
+UNAMBIGUOUS = {
+    "unattached_volume",
+    "unattached_disk",
+    "unassociated_ip",
+    "no_subnets",
+    "empty_plan",
+}
 
 
 @dataclass(frozen=True)

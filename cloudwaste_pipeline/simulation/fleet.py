@@ -11,8 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from cloudwaste_pipeline.simulation.azure_estate import AzureSubscription
 
 FIRST_NAMES = ("jane", "omar", "li", "maria", "arjun", "chloe", "kwame", "sofia")
 LAST_NAMES = ("doe", "haddad", "wei", "garcia", "patel", "martin", "mensah", "rossi")
@@ -75,6 +79,9 @@ class FleetSpec:
     history_days: int = 28
     resources_per_region: int = 24
     accounts: tuple[SimAccount, ...] = DEMO_ACCOUNTS
+    # The Azure tenant beside the AWS estate (``simulation.azure_estate``), and its size.
+    azure_subscriptions: tuple[AzureSubscription, ...] = ()
+    azure_units: int = 1
 
     @property
     def first_day(self) -> date:
