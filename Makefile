@@ -19,6 +19,7 @@ demo: venv ## simulated cloud -> embedded SQLite warehouse -> exports + model, t
 	$(BIN)/python -m cloudwaste_pipeline.demo
 
 test: venv ## the whole suite (PostgreSQL tests skip with a reason when it is unreachable)
+	scripts/test-tools
 	$(BIN)/python -m pytest
 
 ui: venv ## the Dagster UI on the demo instance, at http://127.0.0.1:3000

@@ -20,12 +20,18 @@ defs = dg.Definitions(
         jobs.weekly_export_job,
         adhoc_exports.adhoc_export_job,
         jobs.ml_cleanup_job,
+        jobs.scan_freshness_job,
     ],
     schedules=[
         schedules.daily_scan_schedule,
         schedules.weekly_ml_export_schedule,
         schedules.monthly_ml_cleanup_schedule,
+        schedules.scan_freshness_schedule,
     ],
-    sensors=[sensors.accounts_sensor, sensors.user_action_sensor],
+    sensors=[
+        sensors.accounts_sensor,
+        sensors.user_action_sensor,
+        sensors.run_failure_alert_sensor,
+    ],
     resources=build_resources(),
 )

@@ -45,6 +45,8 @@ from cloudwaste_pipeline.simulation.fleet import FleetSpec, plan_fleet, scan_tim
 from cloudwaste_pipeline.simulation.replay import Replay, moto_cloud
 from cloudwaste_pipeline.warehouse import queries, schema
 
+# The console shows warnings and errors of the demo's runs; every event is in the UI (make ui).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 EVENT_NAMESPACE = uuid.UUID("8a6f2d4e-3c1b-4f5a-9e7d-0b2c4d6e8f10")
 DEMO_COMPANIES = (
     ("retail", 450),
@@ -170,7 +172,7 @@ class DemoRunner:
 
     def run_job(self, name: str, **kwargs: Any) -> bool:
         result = self.defs.resolve_job_def(name).execute_in_process(
-            instance=self.instance, raise_on_error=False, **kwargs
+            instance=self.instance, raise_on_error=False, run_config=QUIET, **kwargs
         )
         if not result.success:
             self.failed.append(f"{name} {kwargs.get('partition_key', '')}".strip())
@@ -183,6 +185,7 @@ class DemoRunner:
             asset_selection=[dg.AssetKey(asset)],
             partition_key=partition_key,
             raise_on_error=False,
+            run_config=QUIET,
         )
         if not result.success:
             self.failed.append(f"{asset} {partition_key or ''}".strip())

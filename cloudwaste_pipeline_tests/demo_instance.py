@@ -71,3 +71,29 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoInstance]:
             home, TEST_SPEC, progress=lambda _: None, planned_out=planned, azure_out=azure
         )
         yield DemoInstance(home, summary, planned, azure)
+
+
+@contextmanager
+def demo_copy(demo: DemoInstance, destination: Path) -> Iterator[dict[str, str]]:
+    """A private copy of the demo's home (warehouse, Dagster instance, exports, models, key), for
+    tests that change what they run against (a UI materialization, a notebook recording an
+    action) without touching the shared instance. Yields the environment that points at the
+    copy (the demo's pinned clock included); ``os.environ`` holds it inside the block and is
+    restored afterwards."""
+    import shutil
+
+    from cloudwaste_pipeline import settings
+
+    paths = settings.paths(destination / "home")
+    shutil.copytree(demo.home, paths.home)
+    clock = os.environ.get("CLOUDWASTE_NOW")
+    with isolated_environment():
+        env = {
+            "CLOUDWASTE_HOME": str(paths.home),
+            "DAGSTER_HOME": str(paths.dagster_home),
+            "CLOUDWASTE_ANONYMIZATION_KEY": paths.demo_key.read_text().strip(),
+        }
+        if clock:
+            env["CLOUDWASTE_NOW"] = clock
+        os.environ.update(env)
+        yield env

@@ -12,6 +12,7 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
+from cloudwaste_pipeline.defs.jobs import EXPORT_TAGS
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
 from cloudwaste_pipeline.exports import COMPRESSIONS, FORMATS, export_subfolder, resolve_window
 from cloudwaste_pipeline.quality import DataQualityError, export_if_valid
@@ -81,10 +82,11 @@ def export_adhoc_window(
 
 
 @dg.job(
+    tags=EXPORT_TAGS,
     description=(
         "Ad-hoc export of any window (run config: last_days, or start/end), under "
         "adhoc/<start>_<end>/ so it never overwrites a scheduled week."
-    )
+    ),
 )
 def adhoc_export_job() -> None:
     export_adhoc_window()

@@ -7,9 +7,11 @@ figure as metadata so the UI plots it. NOT NULL on critical fields is enforced b
 import dagster as dg
 import sqlalchemy as sa
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.assets.outputs import collection_stats
 from cloudwaste_pipeline.defs.metadata import counts_table
-from cloudwaste_pipeline.defs.resources import WarehouseResource
+from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
+from cloudwaste_pipeline.monitoring import SCAN_MAX_AGE_DAYS, stale_accounts
 from cloudwaste_pipeline.warehouse import schema
 
 USER_ACTION_RATE_TARGET_PCT = 30.0
@@ -65,4 +67,54 @@ def no_quarantined_actions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         passed=total == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"quarantined": total, "reasons": counts_table(reasons, "reason", "events")},
+    )
+
+
+@dg.asset_check(
+    asset="raw_cloud_scans",
+    description=(
+        f"Every account of the accounts file has a stored scan from the last "
+        f"{SCAN_MAX_AGE_DAYS} days: an account whose scans stopped arriving (revoked role, "
+        "deleted subscription) is listed by alias. Run daily by scan_freshness_schedule."
+    ),
+)
+def every_account_scanned_recently(
+    warehouse: WarehouseResource, cloud: CloudResource
+) -> dg.AssetCheckResult:
+    if not cloud.accounts_path().exists():
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=f"no accounts file at {cloud.accounts_path()}: nothing is scanned",
+        )
+    raw = schema.raw_scans
+    with warehouse.engine().connect() as conn:
+        newest = {
+            (r.provider, r.account_id): r.last
+            for r in conn.execute(
+                sa.select(
+                    raw.c.provider, raw.c.account_id, sa.func.max(raw.c.scan_date).label("last")
+                ).group_by(raw.c.provider, raw.c.account_id)
+            )
+        }
+    last_scans = {a.name: newest.get((a.provider, a.cloud_id)) for a in cloud.accounts()}
+    stale = stale_accounts(last_scans, settings.today())
+    table = "\n".join(
+        ["| account | last scan | days since |", "| --- | --- | --- |"]
+        + [f"| {s.alias} | {s.last_scan or 'never'} | {s.days_since or 'never'} |" for s in stale]
+    )
+    return dg.AssetCheckResult(
+        passed=not stale,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(stale)} of {len(last_scans)} account(s) without a scan in the last "
+            f"{SCAN_MAX_AGE_DAYS} days"
+            if stale
+            else None
+        ),
+        metadata={
+            "accounts": len(last_scans),
+            "stale_accounts": len(stale),
+            "stale": dg.MetadataValue.md(table),
+        },
     )

@@ -29,8 +29,20 @@ cost_trends_job = dg.define_asset_job(
     description="Rebuild monthly cost trends for chosen months and accounts.",
 )
 
+# One export at a time: the production dagster.yaml limits runs tagged so to one.
+EXPORT_TAGS = {"cloudwaste/export": "true"}
+
+scan_freshness_job = dg.define_asset_job(
+    "scan_freshness_job",
+    selection=dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("raw_cloud_scans"), "every_account_scanned_recently")
+    ),
+    description="Flag accounts whose scans stopped arriving (run by scan_freshness_schedule).",
+)
+
 weekly_export_job = dg.define_asset_job(
     "weekly_export_job",
+    tags=EXPORT_TAGS,
     selection=dg.AssetSelection.assets(
         "ml_dataset_exports",
         "waste_prediction_model",

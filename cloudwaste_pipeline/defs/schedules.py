@@ -1,8 +1,14 @@
-"""Schedules: daily scans, weekly export (Monday 03:00 UTC), monthly cleanup (1st, 02:00 UTC)."""
+"""Schedules: daily scans (01:00 UTC) and their freshness check (06:00 UTC), weekly export
+(Monday 03:00 UTC), monthly cleanup (1st, 02:00 UTC)."""
 
 import dagster as dg
 
-from cloudwaste_pipeline.defs.jobs import ml_cleanup_job, scan_job, weekly_export_job
+from cloudwaste_pipeline.defs.jobs import (
+    ml_cleanup_job,
+    scan_freshness_job,
+    scan_job,
+    weekly_export_job,
+)
 from cloudwaste_pipeline.defs.partitions import scan_key
 from cloudwaste_pipeline.defs.resources import CloudResource
 from cloudwaste_pipeline.defs.sensors import register_accounts
@@ -40,4 +46,12 @@ monthly_ml_cleanup_schedule = dg.ScheduleDefinition(
     cron_schedule="0 2 1 * *",
     execution_timezone="UTC",
     description="1st of the month, 02:00 UTC: delete data past retention.",
+)
+
+scan_freshness_schedule = dg.ScheduleDefinition(
+    name="scan_freshness_schedule",
+    job=scan_freshness_job,
+    cron_schedule="0 6 * * *",
+    execution_timezone="UTC",
+    description="06:00 UTC, after the day's scans: flag accounts whose scans stopped arriving.",
 )

@@ -1,4 +1,5 @@
-"""Sensors: accounts from the accounts file become partitions; user actions become runs."""
+"""Sensors: accounts from the accounts file become partitions; user actions become runs; failed
+runs become alerts."""
 
 import json
 
@@ -15,6 +16,7 @@ from cloudwaste_pipeline.defs.resources import (
     WarehouseResource,
 )
 from cloudwaste_pipeline.inbox import ingest_folder, ingest_s3_prefix
+from cloudwaste_pipeline.monitoring import WEBHOOK_ENV, failure_text, post_webhook, webhook_url
 from cloudwaste_pipeline.privacy.anonymize import scrub_text
 from cloudwaste_pipeline.warehouse import schema
 
@@ -128,3 +130,33 @@ def user_action_sensor(
         reason = f"no new user action since outbox sequence {last_seq}{waiting}"
         return dg.SensorResult(skip_reason="; ".join([reason, *notes]), cursor=cursor)
     return dg.SensorResult(run_requests=requests, cursor=cursor)
+
+
+@dg.run_failure_sensor(
+    name="run_failure_alert_sensor",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Alerts on every failed run: an error line in the sensor's log and, when "
+        f"{WEBHOOK_ENV} is set, a POST to that webhook (Slack-compatible). The text names the "
+        "job, run and partition (account alias) and the first line of the error, ids scrubbed."
+    ),
+)
+def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
+    run = context.dagster_run
+    step_failures = context.get_step_failure_events()
+    error = step_failures[0].step_failure_data.error if step_failures else None
+    while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
+        error = error.cause
+    text = failure_text(
+        run.job_name,
+        run.run_id,
+        run.tags.get("dagster/partition"),
+        error.message if error else context.failure_event.message,
+    )
+    context.log.error(text)
+    url = webhook_url()
+    if url:
+        try:
+            post_webhook(url, text)
+        except OSError as exc:  # the alert channel being down must not hide the alert
+            context.log.warning(f"alert webhook unreachable: {type(exc).__name__}")

@@ -61,6 +61,10 @@ def export_metadata(result: ExportResult, start: date, end: date) -> dict[str, A
 
 @dg.asset(
     partitions_def=export_weeks,
+    # The Monday 03:00 UTC export is done by 06:00.
+    freshness_policy=dg.FreshnessPolicy.cron(
+        deadline_cron="0 6 * * 1", lower_bound_delta=timedelta(hours=3)
+    ),
     group_name="exports",
     kinds={"parquet", "csv", "json"},
     owners=["team:ml"],

@@ -89,7 +89,12 @@ def skip_if_erased(
 @dg.asset(
     partitions_def=scan_partitions,
     group_name=GROUP,
-    kinds={"aws", "sqlite", "postgres"},
+    kinds={"aws", "azure", "sqlite", "postgres"},
+    # Asset-level: some scan landed between 01:00 and 03:00 UTC. Per account, the check
+    # every_account_scanned_recently (defs/checks.py) says which accounts stopped arriving.
+    freshness_policy=dg.FreshnessPolicy.cron(
+        deadline_cron="0 3 * * *", lower_bound_delta=timedelta(hours=2)
+    ),
     owners=OWNERS,
     tags={"privacy": "raw"},
     description=(
