@@ -80,3 +80,18 @@ def test_dg_finds_the_code_location_from_pyproject(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     for name in ("raw_cloud_scans", "user_action_sensor", "weekly_ml_export_schedule"):
         assert name in result.stdout
+
+
+def test_the_readme_documents_every_setting_the_code_reads():
+    """Every ``CLOUDWASTE_*`` / ``DAGSTER_*`` variable read anywhere in the package is in the
+    README's configuration table."""
+    import re
+
+    read = set()
+    for path in (ROOT / "cloudwaste_pipeline").rglob("*.py"):
+        read |= set(re.findall(r"\"((?:CLOUDWASTE|DAGSTER)_[A-Z_]+)\"", path.read_text()))
+    section = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1]
+    table = section.split("\n## ", 1)[0]
+    documented = set(re.findall(r"`((?:CLOUDWASTE|DAGSTER)_[A-Z_]+)`", table))
+    assert "CLOUDWASTE_DATABASE_URL" in read  # the scan sees the package's settings
+    assert read <= documented, sorted(read - documented)
