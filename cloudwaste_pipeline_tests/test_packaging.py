@@ -89,9 +89,9 @@ def test_the_readme_documents_every_setting_the_code_reads():
 
     read = set()
     for path in (ROOT / "cloudwaste_pipeline").rglob("*.py"):
-        read |= set(re.findall(r"\"((?:CLOUDWASTE|DAGSTER)_[A-Z_]+)\"", path.read_text()))
+        read |= set(re.findall(r"\"((?:CLOUDWASTE|DAGSTER)_[A-Z0-9_]+)\"", path.read_text()))
     section = (ROOT / "README.md").read_text().split("\n## Configuration\n", 1)[1]
     table = section.split("\n## ", 1)[0]
-    documented = set(re.findall(r"`((?:CLOUDWASTE|DAGSTER)_[A-Z_]+)`", table))
+    documented = set(re.findall(r"`((?:CLOUDWASTE|DAGSTER)_[A-Z0-9_]+)`", table))
     assert "CLOUDWASTE_DATABASE_URL" in read  # the scan sees the package's settings
     assert read <= documented, sorted(read - documented)
