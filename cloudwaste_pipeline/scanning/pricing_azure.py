@@ -12,6 +12,11 @@ region. Monthly prices are hourly prices times 730 hours, Azure's own convention
 Every cost carries a ``cost_source`` so downstream users can tell a listed price
 (``azure-price-table-2025``) from an estimate (``azure-price-estimate-by-size``, for VM sizes, disk
 SKUs and plan SKUs the table does not list).
+
+Verification: the Premium SSD P10, P20, P30 and Standard SSD E30 prices were checked against the
+published price page when the table was written; the other entries were not re-checked one by
+one and may be a few percent off. Check them against the Azure Retail Prices API
+(https://prices.azure.com/api/retail/prices) before quoting dollar figures to a customer.
 """
 
 from __future__ import annotations
