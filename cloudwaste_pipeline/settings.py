@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 DEFAULT_HOME = ".cloudwaste"
+DEFAULT_RUN_RETENTION_DAYS = 90
 DEFAULT_RAW_RETENTION_DAYS = 30
 DEFAULT_ML_RETENTION_YEARS = 3
 
@@ -98,6 +99,12 @@ def today() -> date:
 def ml_retention_years() -> int:
     """How long anonymized ML rows are kept (``CLOUDWASTE_ML_RETENTION_YEARS``)."""
     return int(os.environ.get("CLOUDWASTE_ML_RETENTION_YEARS", DEFAULT_ML_RETENTION_YEARS))
+
+
+def run_retention_days() -> int:
+    """Days Dagster keeps finished runs and their event logs (``CLOUDWASTE_RUN_RETENTION_DAYS``):
+    the event log grows with every run, and Dagster OSS has no run retention of its own."""
+    return int(os.environ.get("CLOUDWASTE_RUN_RETENTION_DAYS", DEFAULT_RUN_RETENTION_DAYS))
 
 
 def raw_retention_days() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -12,6 +13,7 @@ import dagster as dg
 import pytest
 
 from cloudwaste_pipeline.definitions import defs
+from cloudwaste_pipeline.defs.jobs import FINISHED
 from cloudwaste_pipeline.defs.sensors import run_failure_alert_sensor
 from cloudwaste_pipeline.demo import targets
 from cloudwaste_pipeline.monitoring import WEBHOOK_ENV, failure_text, stale_accounts
@@ -148,3 +150,47 @@ def test_the_freshness_check_flags_every_account_once_scans_stop(demo, monkeypat
     for target in targets(TEST_SPEC):
         assert f"| {target.alias} | {TEST_SPEC.demo_date} | 5 |" in table
         assert target.cloud_id not in table
+
+
+@dg.op
+def succeed() -> int:
+    return 1
+
+
+@dg.job
+def quick_job() -> None:
+    succeed()
+
+
+def test_prune_runs_deletes_finished_runs_before_the_cutoff_with_their_logs():
+    from datetime import UTC, datetime
+
+    from cloudwaste_pipeline.defs.jobs import prune_runs
+
+    with dg.instance_for_test() as instance:
+        finished = [quick_job.execute_in_process(instance=instance).run_id for _ in range(5)]
+        running = instance.create_run_for_job(quick_job, status=dg.DagsterRunStatus.STARTED)
+        assert prune_runs(instance, datetime(2000, 1, 1, tzinfo=UTC), batch_size=2) == 0
+        cutoff = datetime.now(UTC) + timedelta(seconds=1)
+        assert prune_runs(instance, cutoff, batch_size=2) == 5
+        assert [r.run_id for r in instance.get_runs()] == [running.run_id]
+        assert not instance.all_logs(finished[0])
+
+
+def test_the_monthly_cleanup_prunes_old_dagster_runs(demo, tmp_path):
+    """ml_cleanup_job on a copy of the demo, its clock a year on: every finished run of the
+    demo is past the 90-day run retention and goes; the cleanup's own run stays."""
+    from cloudwaste_pipeline_tests.demo_instance import demo_copy
+
+    with demo_copy(demo, tmp_path) as env, dg.DagsterInstance.get() as instance:
+        before = instance.get_runs_count(dg.RunsFilter(statuses=list(FINISHED)))
+        assert before > 10
+        os.environ["CLOUDWASTE_NOW"] = scan_time(
+            TEST_SPEC.demo_date + timedelta(days=365)
+        ).isoformat()
+        result = defs.resolve_job_def("ml_cleanup_job").execute_in_process(instance=instance)
+        assert result.success
+        deleted = result.output_for_node("prune_dagster_runs")
+        assert deleted == before
+        assert [r.run_id for r in instance.get_runs()] == [result.run_id]
+        assert env["DAGSTER_HOME"] in str(instance.root_directory)

@@ -1,5 +1,7 @@
 """Jobs: what schedules and sensors launch (and what a user picks in the Launchpad)."""
 
+from datetime import datetime, timedelta
+
 import dagster as dg
 
 from cloudwaste_pipeline import settings
@@ -100,6 +102,45 @@ def cleanup_expired_data(
     return removed
 
 
-@dg.job(description="Monthly retention cleanup (raw scans and old ML rows).")
+FINISHED = [dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]
+
+
+def prune_runs(instance: dg.DagsterInstance, created_before: datetime, batch_size: int) -> int:
+    """Delete finished runs created before ``created_before``, with their event logs, in
+    batches; queued and running runs stay. Returns how many were deleted."""
+    deleted = 0
+    while True:
+        records = instance.get_run_records(
+            filters=dg.RunsFilter(statuses=FINISHED, created_before=created_before),
+            limit=batch_size,
+        )
+        for record in records:
+            instance.delete_run(record.dagster_run.run_id)
+        deleted += len(records)
+        if len(records) < batch_size:
+            return deleted
+
+
+class RunPruneConfig(dg.Config):
+    run_retention_days: int | None = None
+    batch_size: int = 500
+
+
+@dg.op(
+    description=(
+        "Delete Dagster's finished runs (and their event logs) older than the run retention "
+        "(CLOUDWASTE_RUN_RETENTION_DAYS, default 90)."
+    )
+)
+def prune_dagster_runs(context: dg.OpExecutionContext, config: RunPruneConfig) -> int:
+    days = config.run_retention_days or settings.run_retention_days()
+    deleted = prune_runs(context.instance, settings.now() - timedelta(days=days), config.batch_size)
+    context.add_output_metadata({"runs_deleted": deleted, "run_retention_days": days})
+    context.log.info(f"run retention {days} days: deleted {deleted} finished run(s)")
+    return deleted
+
+
+@dg.job(description="Monthly retention cleanup: raw scans, old ML rows, old Dagster runs.")
 def ml_cleanup_job() -> None:
     cleanup_expired_data()
+    prune_dagster_runs()
