@@ -30,6 +30,7 @@ import sqlalchemy as sa
 import yaml
 
 from cloudwaste_pipeline import api, settings
+from cloudwaste_pipeline.accounts import Account, parse_accounts
 from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.defs.sensors import register_accounts
 from cloudwaste_pipeline.ml import registry
@@ -85,8 +86,9 @@ def prepare_home(home: Path) -> settings.Paths:
     return paths
 
 
-def write_accounts_file(paths: settings.Paths, spec: FleetSpec) -> None:
-    accounts = [
+def account_entries(spec: FleetSpec) -> list[dict[str, Any]]:
+    """The demo's accounts-file entries: its AWS accounts, then its Azure subscriptions."""
+    aws = [
         {
             "name": a.alias,
             "provider": "aws",
@@ -97,28 +99,18 @@ def write_accounts_file(paths: settings.Paths, spec: FleetSpec) -> None:
         }
         for a in spec.accounts
     ]
-    accounts += [subscription.accounts_entry() for subscription in spec.azure_subscriptions]
+    return aws + [subscription.accounts_entry() for subscription in spec.azure_subscriptions]
+
+
+def write_accounts_file(paths: settings.Paths, spec: FleetSpec) -> None:
     paths.accounts_file.parent.mkdir(parents=True, exist_ok=True)
-    paths.accounts_file.write_text(yaml.safe_dump({"accounts": accounts}, sort_keys=False))
+    document = {"accounts": account_entries(spec)}
+    paths.accounts_file.write_text(yaml.safe_dump(document, sort_keys=False))
 
 
-@dataclass(frozen=True)
-class Target:
-    """One scanned account of the demo, whichever cloud it is in."""
-
-    alias: str
-    provider: str
-    cloud_id: str
-    owner_user_id: str
-
-
-def targets(spec: FleetSpec) -> list[Target]:
-    aws = [Target(a.alias, "aws", a.account_id, a.owner_user_id) for a in spec.accounts]
-    azure = [
-        Target(s.alias, "azure", s.subscription_id, s.owner_user_id)
-        for s in spec.azure_subscriptions
-    ]
-    return [*aws, *azure]
+def targets(spec: FleetSpec) -> list[Account]:
+    """Every account the demo scans, whichever cloud it is in, as the pipeline reads them."""
+    return parse_accounts({"accounts": account_entries(spec)}, "the demo's accounts")
 
 
 def azure_plan(spec: FleetSpec) -> list[AzureResource]:
@@ -202,7 +194,7 @@ class DemoRunner:
             if azure is not None:
                 azure.now = moment.replace(tzinfo=UTC)
             for account in accounts:
-                self.run_job("scan_job", partition_key=scan_key(day, account.alias))
+                self.run_job("scan_job", partition_key=scan_key(day, account.name))
             if day == self.spec.demo_date:
                 break
             next_scan = scan_time(days[index + 1])
@@ -223,7 +215,7 @@ class DemoRunner:
         self,
         replay: Replay,
         azure: FakeAzure | None,
-        account: Target,
+        account: Account,
         rid: str,
         start: datetime,
         end: datetime,
@@ -256,7 +248,7 @@ class DemoRunner:
         months = sorted({date(d.year, d.month, 1) for d in self.spec.days()})
         for month in months:
             for account in targets(self.spec):
-                self.run_job("cost_trends_job", partition_key=month_key(month, account.alias))
+                self.run_job("cost_trends_job", partition_key=month_key(month, account.name))
         weeks = complete_weeks(first, last)
         for monday in weeks[:-1]:
             self.materialize("ml_dataset_exports", str(monday))
@@ -289,7 +281,7 @@ def run_demo(
         os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
     write_accounts_file(paths, spec)
     runner = DemoRunner(spec, progress)
-    register_accounts(runner.instance, [a.alias for a in targets(spec)])
+    register_accounts(runner.instance, [a.name for a in targets(spec)])
     pin_clock(scan_time(spec.first_day))
     for account, (industry, employees) in zip(targets(spec), DEMO_COMPANIES, strict=False):
         api.set_user_preferences(account.owner_user_id, industry=industry, employees=employees)

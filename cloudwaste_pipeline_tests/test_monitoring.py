@@ -148,7 +148,7 @@ def test_the_freshness_check_flags_every_account_once_scans_stop(demo, monkeypat
     assert stopped.metadata["stale_accounts"].value == len(targets(TEST_SPEC))
     table = stopped.metadata["stale"].value
     for target in targets(TEST_SPEC):
-        assert f"| {target.alias} | {TEST_SPEC.demo_date} | 5 |" in table
+        assert f"| {target.name} | {TEST_SPEC.demo_date} | 5 |" in table
         assert target.cloud_id not in table
 
 

@@ -230,7 +230,7 @@ def test_daily_schedule_requests_every_account(demo):
     )
     requests = schedule.evaluate_tick(context).run_requests
     assert sorted(r.partition_key for r in requests) == sorted(
-        str(scan_key("2026-11-17", a.alias)) for a in targets(TEST_SPEC)
+        str(scan_key("2026-11-17", a.name)) for a in targets(TEST_SPEC)
     )
     assert any(a.provider == "azure" for a in targets(TEST_SPEC))
 
