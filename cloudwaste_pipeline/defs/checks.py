@@ -12,7 +12,7 @@ from cloudwaste_pipeline.defs.assets.outputs import collection_stats
 from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
 from cloudwaste_pipeline.monitoring import SCAN_MAX_AGE_DAYS, stale_accounts
-from cloudwaste_pipeline.warehouse import schema
+from cloudwaste_pipeline.warehouse import queries, schema
 
 USER_ACTION_RATE_TARGET_PCT = 30.0
 RECORDS_PER_SCAN_TARGET = 10.0
@@ -87,16 +87,8 @@ def every_account_scanned_recently(
             severity=dg.AssetCheckSeverity.WARN,
             description=f"no accounts file at {cloud.accounts_path()}: nothing is scanned",
         )
-    raw = schema.raw_scans
     with warehouse.engine().connect() as conn:
-        newest = {
-            (r.provider, r.account_id): r.last
-            for r in conn.execute(
-                sa.select(
-                    raw.c.provider, raw.c.account_id, sa.func.max(raw.c.scan_date).label("last")
-                ).group_by(raw.c.provider, raw.c.account_id)
-            )
-        }
+        newest = queries.last_scan_days(conn)
     last_scans = {a.name: newest.get((a.provider, a.cloud_id)) for a in cloud.accounts()}
     stale = stale_accounts(last_scans, settings.today())
     table = "\n".join(

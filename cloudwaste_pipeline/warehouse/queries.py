@@ -78,6 +78,22 @@ def load_raw_scan(
     return {**payload, "scanned_at": row.scanned_at, "status": row.status}
 
 
+def last_scan_days(conn: Connection) -> dict[tuple[str, str], date]:
+    """(provider, raw account id) -> the day of its newest stored raw scan."""
+    raw = schema.raw_scans
+    rows = conn.execute(
+        sa.select(raw.c.provider, raw.c.account_id, sa.func.max(raw.c.scan_date)).group_by(
+            raw.c.provider, raw.c.account_id
+        )
+    )
+    return {(provider, account): _as_date(day) for provider, account, day in rows}
+
+
+def _as_date(value: date | str) -> date:
+    """SQLite may hand an aggregated DATE back as its ISO text."""
+    return date.fromisoformat(value) if isinstance(value, str) else value
+
+
 def previous_raw_scan(
     conn: Connection, provider: str, account_id: str, before: date
 ) -> dict[str, Any] | None:
@@ -90,9 +106,7 @@ def previous_raw_scan(
     ).scalar()
     if previous is None:
         return None
-    if isinstance(previous, str):
-        previous = date.fromisoformat(previous)
-    return load_raw_scan(conn, provider, account_id, previous)
+    return load_raw_scan(conn, provider, account_id, _as_date(previous))
 
 
 def previous_detected_hashes(conn: Connection, account_hash: str, before: date) -> set[str] | None:
