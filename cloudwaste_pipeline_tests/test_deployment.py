@@ -53,7 +53,9 @@ SECRET_NAMES = (
     "AWS_SECRET_ACCESS_KEY",
     "AZURE_CLIENT_SECRET",
 )
-NOT_DEPLOYMENT_SETTINGS = frozenset({"CLOUDWASTE_HOME", "DAGSTER_HOME", "CLOUDWASTE_NOW"})
+NOT_DEPLOYMENT_SETTINGS = frozenset(
+    {"CLOUDWASTE_HOME", "DAGSTER_HOME", "CLOUDWASTE_NOW", "CLOUDWASTE_FAULT_CRASH_AT"}
+)
 """Set by the image (the volumes are mounted there), or only for the demo and the tests."""
 REQUIRED_BY_CODE = frozenset({"CLOUDWASTE_DATABASE_URL", "CLOUDWASTE_ANONYMIZATION_KEY"})
 """Without these the code falls back to SQLite in the container, or refuses to hash anything."""

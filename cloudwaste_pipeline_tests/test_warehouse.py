@@ -38,12 +38,16 @@ from cloudwaste_pipeline.warehouse.load import bulk_insert, insert_new, read_fra
 
 ML_NAMES = {t.name for t in schema.ML_TABLES}
 MODEL_NAMES = {t.name for t in schema.MODEL_TABLES}
-OWN_NAMES = ML_NAMES | MODEL_NAMES | {schema.erasure_tombstones.name, VERSION_TABLE}
-"""The default schema: the six ML tables, the model outputs, the erasure tombstones and the
-migration version."""
+OWN_NAMES = ML_NAMES | MODEL_NAMES | {
+    schema.erasure_tombstones.name,
+    schema.anonymization_keys.name,
+    VERSION_TABLE,
+}
+"""The default schema: the six ML tables, the model outputs, the erasure tombstones, the key
+history and the migration version."""
 RAW_NAMES = {t.name for t in schema.RAW_TABLES}
 SCAN_DAY = date(2026, 11, 16)
-HEAD = "0004"
+HEAD = "0005"
 
 
 def stored_tables(engine: Engine) -> tuple[set[str], set[str]]:
@@ -97,7 +101,7 @@ def count(engine: Engine, table: sa.Table, where: Any = None) -> int:
 # --- migrations -----------------------------------------------------------------------------
 
 
-def test_migrations_create_all_thirteen_tables_and_are_idempotent(engine: Engine) -> None:
+def test_migrations_create_all_fourteen_tables_and_are_idempotent(engine: Engine) -> None:
     assert stored_tables(engine) == (OWN_NAMES, RAW_NAMES)
     assert len(ML_NAMES) == 6 and len(MODEL_NAMES) == 2 and len(RAW_NAMES) == 4
     upgrade(engine)

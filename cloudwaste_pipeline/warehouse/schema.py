@@ -302,6 +302,20 @@ erasure_tombstones = sa.Table(
 """GDPR erasures: the scan derivation, the action batch and the cost trends skip these subjects,
 so a re-materialization cannot bring their rows back (see ``privacy/erasure.py``)."""
 
+anonymization_keys = sa.Table(
+    "anonymization_keys",
+    metadata,
+    # Epoch 1 is the key the warehouse was first written with; a rotation adds the next epoch.
+    sa.Column("epoch", sa.Integer(), primary_key=True, autoincrement=False),
+    # A keyed fingerprint of the key (never the key): every writer compares its own against the
+    # current epoch's before writing, so two hash spaces can never be mixed in one warehouse.
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("method", sa.String(50), nullable=False),  # initial, rekey-hmac-of-hash
+    _stamp("created_at"),
+    sa.UniqueConstraint("fingerprint"),
+)
+"""The anonymization key's history (see ``privacy/keyring.py``)."""
+
 # --- model outputs (anonymized; rebuilt whole by their asset) -----------------------------------
 
 resource_anomaly_scores = sa.Table(
@@ -384,7 +398,14 @@ resource_action_events = sa.Table(
     sa.Column("action_at", sa.DateTime(), nullable=False),
     sa.Column("context", JSONType),
     _stamp("received_at"),
+    # Set when the event is stored, quarantined or dropped (erased subject): the sensor launches
+    # a run while unprocessed rows exist, whatever their sequence number. Other writers insert
+    # without these columns, hence the server defaults.
+    sa.Column("processed_at", sa.DateTime()),
+    sa.Column("attempts", sa.Integer(), nullable=False, default=0, server_default="0"),
+    sa.Column("next_attempt_at", sa.DateTime()),  # a held event waits for its resource's scan
     sa.UniqueConstraint("event_id"),
+    sa.Index("idx_outbox_pending", "processed_at", "next_attempt_at"),
     schema=RAW_SCHEMA,
     sqlite_autoincrement=True,
 )
