@@ -29,7 +29,7 @@ def test_parses_both_providers_and_the_hashed_id_is_the_cloud_id():
 
 def test_real_costs_is_a_per_account_choice():
     opted_in, opted_out = parse_accounts(
-        {"accounts": [{**AWS, "real_costs": True}, {**AWS, "name": "b", "real_costs": False}]}
+        {"accounts": [{**AWS, "real_costs": True}, {**AWS, "name": "b", "account_id": "210987654321", "real_costs": False}]}
     )
     assert (opted_in.real_costs, opted_out.real_costs) == (True, False)
 
