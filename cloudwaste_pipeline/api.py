@@ -7,7 +7,7 @@ SQLite file under ``CLOUDWASTE_HOME``) and needs no running Dagster.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,11 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.accounts import GUID_PATTERN, Account, find_account, load_accounts
+from cloudwaste_pipeline.accounts import Account, find_account, load_accounts, parse_account
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import (
+    COMPRESSIONS,
+    FORMATS,
     ExportProgress,
     ExportResult,
     export_subfolder,
@@ -32,8 +35,16 @@ from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
 
 
+class ExportWriteError(CloudWasteError):
+    """The export folder cannot be written (no permission, disk full...)."""
+
+
 def engine(database_url: str | None = None) -> sa.Engine:
-    """The warehouse engine, migrated to the latest schema."""
+    """The warehouse engine, migrated to the latest schema.
+
+    A malformed URL, a driver not installed or a database that cannot be reached raise
+    ``WarehouseUnavailable`` (a ``CloudWasteError``), the password hidden.
+    """
     built = make_engine(database_url or settings.database_url())
     upgrade(built)
     return built
@@ -160,19 +171,15 @@ def _resolve_account(
         known = load_accounts(path)
         if any(a.name == account for a in known):
             return find_account(known, account)
+    # An ad-hoc account is checked as an entry of the accounts file is.
+    entry: dict[str, Any] = {"name": "adhoc", "provider": provider, "owner_user_id": "adhoc"}
     if provider == "aws":
-        return Account(
-            name="adhoc",
-            provider="aws",
-            owner_user_id="adhoc",
-            account_id=account,
-            regions=tuple(regions or ()),
-        )
-    if provider == "azure" and GUID_PATTERN.match(account):
-        return Account(
-            name="adhoc", provider="azure", owner_user_id="adhoc", subscription_id=account
-        )
-    raise ValueError(f"{account!r} is not an alias of the accounts file at {path}")
+        entry |= {"account_id": account, "regions": regions}
+    elif provider == "azure":
+        # Read with ``DefaultAzureCredential`` whatever its tenant: the GUID only passes the check.
+        entry |= {"subscription_id": account, "tenant_id": str(uuid.UUID(int=0))}
+    checked = parse_account(entry, f"account (not an alias of {path})")
+    return replace(checked, tenant_id=None) if checked.provider == "azure" else checked
 
 
 def load_dataset(name: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
@@ -196,9 +203,9 @@ def load_dataset(name: str, start: date | None = None, end: date | None = None) 
 
 def export_datasets(
     last_days: int | None = None,
-    start: date | None = None,
-    end: date | None = None,
-    formats: tuple[str, ...] = ("json", "csv", "parquet"),
+    start: date | str | None = None,
+    end: date | str | None = None,
+    formats: tuple[str, ...] = FORMATS,
     compression: str = "none",
     output_dir: str | Path | None = None,
     s3_uri: str | None = None,
@@ -214,23 +221,50 @@ def export_datasets(
     last. Ad-hoc windows get their own folder, so they never overwrite a scheduled week's files.
     Local files under ``output_dir`` (default ``$CLOUDWASTE_HOME/ml_datasets``), or S3 when
     ``s3_uri`` or ``CLOUDWASTE_EXPORTS_S3_URI`` is set. ``days`` is the old name of ``last_days``.
+
+    Every argument is checked before anything is read or written: a bad window, format or
+    compression, or an export folder that cannot be written, is a ``CloudWasteError`` whose
+    message says what to change.
     """
     from cloudwaste_pipeline.defs.resources import FilesResource
 
-    window_start, window_end = resolve_window(last_days or days, start, end)
-    files = FilesResource(exports_dir=str(output_dir) if output_dir else None, exports_uri=s3_uri)
-    destination = files.export_destination(export_subfolder("adhoc", window_start, window_end))
-    result, _ = export_if_valid(
-        engine(),
-        destination,
-        window_start,
-        window_end,
-        formats=formats,
-        compression=compression,
-        progress=progress,
-        kind="adhoc",
+    if days is not None and last_days is not None and days != last_days:
+        raise CloudWasteError("give last_days or its old name days, not both")
+    window_start, window_end = resolve_window(
+        last_days if last_days is not None else days, start, end
     )
+    formats = _export_formats(formats)
+    if compression not in COMPRESSIONS:
+        raise CloudWasteError(f"compression must be one of {', '.join(COMPRESSIONS)}")
+    files = FilesResource(exports_dir=str(output_dir) if output_dir else None, exports_uri=s3_uri)
+    warehouse = engine()
+    where = output_dir or s3_uri or "the export folder"
+    try:
+        destination = files.export_destination(export_subfolder("adhoc", window_start, window_end))
+        where = destination.location
+        result, _ = export_if_valid(
+            warehouse,
+            destination,
+            window_start,
+            window_end,
+            formats=formats,
+            compression=compression,
+            progress=progress,
+            kind="adhoc",
+        )
+    except OSError as exc:
+        raise ExportWriteError(
+            f"cannot write the export to {where}: {exc.strerror or exc}"
+        ) from exc
     return result
+
+
+def _export_formats(formats: Any) -> tuple[str, ...]:
+    """The formats asked for, each once; one format may be given as a plain string."""
+    chosen = (formats,) if isinstance(formats, str) else tuple(formats or ())
+    if not chosen or any(not isinstance(f, str) or f not in FORMATS for f in chosen):
+        raise CloudWasteError(f"formats must be one or more of {', '.join(FORMATS)}")
+    return tuple(dict.fromkeys(chosen))
 
 
 def stats() -> dict[str, Any]:

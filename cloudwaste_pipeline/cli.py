@@ -9,6 +9,10 @@ cloudwaste record-action --user-id U --account-id A --provider aws \
     --resource-id ARN --action deleted
 cloudwaste erase --account-id A [--provider aws] [--reason TICKET]
 cloudwaste erase --user-id U      GDPR erasure; prints what was removed (hashes, counts)
+
+A mistake (a bad argument, date or window, an unwritable folder, a database URL that is malformed
+or unreachable) is one line on stderr, "cloudwaste: ...", and exit code 2; never a traceback, a
+password or a raw id. cloudwaste --debug <command> also prints the traceback.
 """
 
 from __future__ import annotations
@@ -16,12 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import date
+import traceback
+import warnings
+from typing import NoReturn
 
 from tqdm import tqdm
 
 from cloudwaste_pipeline import api
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import ExportProgress
+from cloudwaste_pipeline.privacy.anonymize import scrub_text
 
 
 class TqdmProgress(ExportProgress):
@@ -62,9 +70,25 @@ class TqdmProgress(ExportProgress):
             self.bar = None
 
 
+class UsageError(CloudWasteError):
+    """What argparse found wrong with the command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are raised, to be said in one line like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cloudwaste", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, also print the traceback (it may quote raw ids: for your terminal)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     db = commands.add_parser("db", help="warehouse schema")
@@ -74,8 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument(
         "--last-days", "--days", type=int, dest="last_days", help="default 90 (without --start)"
     )
-    export.add_argument("--start", type=date.fromisoformat)
-    export.add_argument("--end", type=date.fromisoformat, help="default today")
+    export.add_argument("--start", help="YYYY-MM-DD, 2000-01-01 at the earliest")
+    export.add_argument("--end", help="YYYY-MM-DD, default today")
     export.add_argument(
         "--format", action="append", choices=["json", "csv", "parquet"], dest="formats"
     )
@@ -97,8 +121,37 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def error_line(exc: BaseException) -> str:
+    """The error as one line of text, scrubbed of anything that looks like an id.
+
+    Our own errors (``CloudWasteError``, and by this code base's habit any ``ValueError`` or
+    ``RuntimeError``) are sentences already; for others (a file system or database error) the
+    first line says what went wrong, the rest is detail (SQL, parameters) for --debug.
+    """
+    if isinstance(exc, ValueError | RuntimeError):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = exc.strerror + (f": {exc.filename}" if exc.filename else "")
+    else:
+        lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        text = f"{type(exc).__name__}: {lines[0] if lines else 'no detail'}"
+    return scrub_text(" ".join(text.split()))
+
+
+def _fail(exc: BaseException, debug: bool = False) -> int:
+    print(f"cloudwaste: {error_line(exc)}", file=sys.stderr)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except UsageError as exc:
+        return _fail(exc)
+    if not args.debug:  # Dagster's notes on our use of its beta APIs are for developers
+        warnings.filterwarnings("ignore", message=r".* is currently in (beta|preview)")
     try:
         if args.command == "db":
             api.engine()
@@ -139,9 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                 reason=args.reason,
             )
             print(json.dumps(report.as_dict(), indent=2))
-    except (ValueError, RuntimeError) as exc:
-        print(f"cloudwaste: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("cloudwaste: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, whatever it is: never a traceback, an id or a password
+        return _fail(exc, args.debug)
     return 0
 
 

@@ -24,6 +24,7 @@ import hashlib
 import io
 import json
 import math
+import operator
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.warehouse import schema
 
 FORMATS = ("json", "csv", "parquet")
@@ -98,32 +100,79 @@ def window_query(dataset: Dataset, start: date, end: date) -> sa.Select[Any]:
 # --- windows and folders ------------------------------------------------------------------------
 
 
+EARLIEST_DAY = date(2000, 1, 1)
+"""No scan predates it: a window reaching further back (``0001-01-01``) is a typo."""
+DEFAULT_LAST_DAYS = 90
+
+
+class WindowError(CloudWasteError):
+    """An export window that cannot be: a bad date, an empty or huge range, start after end."""
+
+
 def last_days_window(days: int, today: date | None = None) -> tuple[date, date]:
-    """The ``days`` days ending today (today included): ``last 30 days`` of the UI and the CLI."""
-    if days < 1:
-        raise ValueError(f"last_days must be at least 1, not {days}")
+    """The ``days`` days ending today (today included): ``last 30 days`` of the UI and the CLI.
+
+    At least one day, and never before ``EARLIEST_DAY``: ``0`` is not "the default" and a
+    billion days is not a date.
+    """
+    try:
+        if isinstance(days, bool):
+            raise TypeError
+        days = operator.index(days)  # an int, or numpy's
+    except TypeError:
+        raise WindowError(
+            f"last_days must be a whole number of days, not {type(days).__name__}"
+        ) from None
     end = today or settings.today()
+    most = (end - EARLIEST_DAY).days + 1
+    if not 1 <= days <= most:
+        raise WindowError(f"last_days must be between 1 and {most} (back to {EARLIEST_DAY})")
     return end - timedelta(days=days - 1), end
+
+
+def as_day(value: date | str, name: str) -> date:
+    """A window bound given as a date, a datetime (its day) or ``YYYY-MM-DD`` text."""
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            shown = value.strip()[:20]
+            raise WindowError(f"{name} {shown!r} is not a date; use YYYY-MM-DD") from None
+    raise WindowError(f"{name} must be a date (YYYY-MM-DD), not {type(value).__name__}")
 
 
 def resolve_window(
     last_days: int | None = None,
-    start: date | None = None,
-    end: date | None = None,
+    start: date | str | None = None,
+    end: date | str | None = None,
     today: date | None = None,
 ) -> tuple[date, date]:
     """The ad-hoc window, one rule for the UI, the API and the CLI: [start, end or today] when
     ``start`` is given, else the ``last_days`` days ending on ``end`` or today (default 90, as
-    the seed's admin export)."""
-    end = end or today or settings.today()
+    the seed's admin export). Both ends lie in [``EARLIEST_DAY``, tomorrow]; every mistake is a
+    ``WindowError`` (a ``CloudWasteError``) whose message the CLI prints as it is."""
+    today = today or settings.today()
+    latest = today + timedelta(days=1)
+    end_day = today if end is None else as_day(end, "end")
+    bounds = [("end", end_day)]
     if start is not None:
         if last_days is not None:
-            raise ValueError("give either last_days or start (and end), not both")
-    else:
-        start, end = last_days_window(last_days or 90, end)
-    if start > end:
-        raise ValueError(f"start {start} is after end {end}")
-    return start, end
+            raise WindowError("give either last_days or start (and end), not both")
+        start_day = as_day(start, "start")
+        bounds.insert(0, ("start", start_day))
+    for name, day in bounds:
+        if not EARLIEST_DAY <= day <= latest:
+            raise WindowError(f"{name} {day} is outside {EARLIEST_DAY} .. {latest} (tomorrow)")
+    if start is None:
+        days = DEFAULT_LAST_DAYS if last_days is None else last_days
+        start_day, end_day = last_days_window(days, end_day)
+    if start_day > end_day:
+        raise WindowError(f"start {start_day} is after end {end_day}")
+    return start_day, end_day
 
 
 def export_subfolder(kind: str, start: date, end: date) -> str:

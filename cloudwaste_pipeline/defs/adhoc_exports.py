@@ -30,8 +30,8 @@ class AdhocExportConfig(dg.Config):
     compression: str = Field(default="none", description="none or gzip.")
 
     def window(self) -> tuple[date, date]:
-        start = date.fromisoformat(self.start) if self.start else None
-        end = date.fromisoformat(self.end) if self.end else None
+        """Checked as the API and the CLI check it (``exports.resolve_window``)."""
+        start, end = self.start or None, self.end or None
         return resolve_window(None if start else self.last_days, start, end)
 
 

@@ -10,7 +10,9 @@ time, so an installed wheel, the Dagster code server and the API all migrate the
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.warehouse.schema import RAW_SCHEMA, dumps_json, metadata
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -31,9 +34,19 @@ MIGRATION_LOCK = 7_300_417
 """``pg_advisory_xact_lock`` key: one migrator at a time per PostgreSQL database."""
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+POSTGRES_CONNECT_TIMEOUT_S = 15
+"""libpq waits forever for a host that drops packets; a command should say so in seconds."""
+URL_EXAMPLE = "postgresql+psycopg2://user:password@host:5432/database"
 
 _ENGINES: dict[str, Engine] = {}
 _LOCK = threading.Lock()
+
+
+class WarehouseUnavailable(CloudWasteError):
+    """The warehouse URL is malformed, names a driver not installed, or cannot be connected to.
+
+    The message shows the URL with its password hidden (or not at all when it does not parse).
+    """
 
 
 def raw_store_path(database: str | None) -> str:
@@ -56,16 +69,52 @@ def make_engine(url: str | None = None) -> Engine:
         return engine
 
 
+def parse_url(url: str) -> sa.URL:
+    """``url`` as SQLAlchemy's URL; a malformed one is a ``WarehouseUnavailable`` that does not
+    quote it (the text may hold a password in a place the parser could not recognise)."""
+    try:
+        return sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        raise WarehouseUnavailable(
+            "the warehouse database URL (CLOUDWASTE_DATABASE_URL) is not a database URL such as "
+            f"{URL_EXAMPLE}"
+        ) from None
+
+
+def shown_url(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
 def _create(url: str) -> Engine:
-    parsed = sa.make_url(url)
+    parsed = parse_url(url)
+    try:
+        return _create_engine(parsed)
+    except (sa.exc.ArgumentError, ImportError):
+        raise WarehouseUnavailable(
+            f"the warehouse URL {shown_url(parsed)} names a database driver that is not "
+            f"installed here; use one such as {URL_EXAMPLE}"
+        ) from None
+    except OSError as exc:
+        raise WarehouseUnavailable(
+            f"cannot create the folder of the SQLite warehouse {shown_url(parsed)}: "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
+def _create_engine(parsed: sa.URL) -> Engine:
     if parsed.get_backend_name() != "sqlite":
+        connect_args = {}
+        if parsed.get_driver_name() == "psycopg2" and "connect_timeout" not in parsed.query:
+            connect_args["connect_timeout"] = POSTGRES_CONNECT_TIMEOUT_S
         # pre_ping: a code server lives for days and PostgreSQL restarts under it.
-        return sa.create_engine(url, pool_pre_ping=True, json_serializer=dumps_json)
+        return sa.create_engine(
+            parsed, pool_pre_ping=True, json_serializer=dumps_json, connect_args=connect_args
+        )
     database = parsed.database
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
-        url,
+        parsed,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
         json_serializer=dumps_json,
     )
@@ -151,9 +200,29 @@ def _lock_for_migration(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+@contextlib.contextmanager
+def begin(engine: Engine) -> Iterator[Connection]:
+    """``engine.begin()``, where failing to connect is a ``WarehouseUnavailable`` sentence.
+
+    Only the connect is translated: an error inside the transaction is not "unreachable".
+    """
+    try:
+        connection = engine.connect()
+    except sa.exc.DBAPIError as exc:
+        reason = str(exc.orig if exc.orig is not None else exc).strip()
+        reason = reason.splitlines()[0] if reason else type(exc).__name__
+        if engine.url.password:
+            reason = reason.replace(str(engine.url.password), "***")
+        raise WarehouseUnavailable(
+            f"cannot connect to the warehouse at {shown_url(engine.url)}: {reason}"
+        ) from None
+    with connection, connection.begin():
+        yield connection
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` (idempotent: at head it does nothing) in one transaction."""
-    with engine.begin() as connection:
+    with begin(engine) as connection:
         _lock_for_migration(connection)
         command.upgrade(alembic_config(connection), revision)
 
