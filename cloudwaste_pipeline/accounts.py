@@ -57,6 +57,8 @@ EXTERNAL_ID_PATTERN = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
 MAX_FILE_BYTES = 8 << 20
 """Thousands of accounts fit in far less; a bigger file is a mistake (or an attack)."""
 MAX_TEXT = 256
+MAX_DEPTH = 20
+"""An accounts file nests four levels; a deeper document is refused before it costs anything."""
 PROVIDERS = {"aws": "AWS", "azure": "Azure"}
 COMMON_FIELDS = frozenset({"name", "provider", "owner_user_id"})
 PROVIDER_FIELDS = {
@@ -331,11 +333,19 @@ class _StrictLoader(yaml.SafeLoader):
     lost without a word.
     """
 
+    depth = 0
+
     def compose_node(self, parent: Any, index: Any) -> Any:
+        line = self.peek_event().start_mark.line + 1
         if self.check_event(yaml.AliasEvent):
-            line = self.peek_event().start_mark.line + 1
             raise AccountsFileError(f"line {line}: YAML aliases (*name) are not allowed here")
-        return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise AccountsFileError(f"line {line}: nested more than {MAX_DEPTH} levels deep")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
     def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
         for key_node, _ in node.value:
