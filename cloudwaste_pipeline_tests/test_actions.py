@@ -30,9 +30,14 @@ def run_actions(**config) -> dg.ExecuteInProcessResult:
 
 
 def quarantine_reasons() -> dict[str, str]:
+    """Reasons by event id: outbox events are quarantined under their row, ``outbox:<seq>``."""
+    q = schema.quarantine
     with api.engine().connect() as conn:
-        rows = conn.execute(sa.select(schema.quarantine.c.source_ref, schema.quarantine.c.reason))
-        return {r.source_ref: r.reason for r in rows}
+        rows = conn.execute(sa.select(q.c.source_ref, q.c.payload, q.c.reason))
+        return {
+            r.payload["event_id"] if r.source_ref.startswith("outbox:") else r.source_ref: r.reason
+            for r in rows
+        }
 
 
 def demo_day_scan(conn: sa.Connection) -> dict[str, Any]:
