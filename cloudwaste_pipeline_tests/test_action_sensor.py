@@ -248,11 +248,18 @@ def test_an_event_whose_processing_raises_is_quarantined_with_its_type_only(harn
     assert all(row.processed_at is not None for row in h.outbox().values())
 
 
-def test_events_left_by_a_run_that_died_are_processed_one_by_one(harness, monkeypatch):
-    """A run killed mid-batch leaves its claim (attempts counted, nothing finished): the next
-    run takes those events one at a time, so one that kills processing cannot take the rest."""
+def test_events_left_by_runs_that_died_are_processed_one_by_one(harness, monkeypatch):
+    """A run killed mid-batch leaves its claim (attempts counted, nothing finished); after two
+    such runs the events are taken one at a time, so one that kills processing cannot take the
+    rest with it; after eight, one is quarantined without being processed again."""
     h = harness
-    h.insert(event("a", attempts=1), event("poison", attempts=1), event("b", attempts=1))
+    h.insert(
+        event("a", attempts=2),
+        event("poison", attempts=2),
+        event("b", attempts=2),
+        event("killer", attempts=8),
+        event("fresh", attempts=1),  # one death only: still processed with the batch
+    )
     seen: list[int] = []
     real = derive.action_rows
 
@@ -264,9 +271,21 @@ def test_events_left_by_a_run_that_died_are_processed_one_by_one(harness, monkey
 
     monkeypatch.setattr(derive, "action_rows", spy)
     assert h.run().success
-    assert seen == [1, 1, 1]
-    assert set(h.quarantined()) == {"poison"}
-    assert {r.event_id: r.attempts for r in h.outbox().values()} == {"a": 2, "poison": 2, "b": 2}
+    assert seen == [1, 1, 1, 1]  # "fresh" alone in its batch, then a, poison, b one by one
+    quarantined = h.quarantined()
+    assert set(quarantined) == {"poison", "killer"}
+    assert quarantined["poison"] == "processing failed: MemoryError"
+    assert "did not finish in 8 runs" in quarantined["killer"]
+    assert h.stored() == sorted(hash_event(e, KEY.encode()) for e in ("a", "b", "fresh"))
+    rows = h.outbox().values()
+    assert {r.event_id: r.attempts for r in rows} == {
+        "a": 3,
+        "poison": 3,
+        "b": 3,
+        "killer": 9,
+        "fresh": 2,
+    }
+    assert all(r.processed_at is not None for r in rows)
 
 
 def test_held_events_wait_with_backoff_then_are_quarantined_when_the_hold_expires(harness):

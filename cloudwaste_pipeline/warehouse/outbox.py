@@ -9,8 +9,9 @@ whatever its sequence number: the sensor launches while due rows exist, so a row
 Before processing, a run *claims* its rows in a transaction of its own: ``attempts + 1`` and
 ``next_attempt_at`` cleared. A run that finishes sets one of ``processed_at`` / ``next_attempt_at``
 on every row it claimed, so a row found with attempts but neither set was claimed by a run that
-did not finish: a *suspect*, processed alone so that a poison event cannot take others down
-with it again.
+did not finish. Claimed that way ``ISOLATE_AFTER`` times or more, it is a *suspect*: processed
+alone, so that a poison event cannot take others down with it again; ``GIVE_UP_AFTER`` times
+or more (it kills the run even alone), it is quarantined unprocessed.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ OUTBOX = schema.resource_action_events
 QUARANTINE_SOURCE = "user_action"
 HOLD_BACKOFF_FIRST = timedelta(hours=1)
 HOLD_BACKOFF_MAX = timedelta(hours=24)
+ISOLATE_AFTER = 2
+GIVE_UP_AFTER = 8
 CHUNK = 5_000  # bound parameters per IN (...): SQLite refuses more than 32,766
 
 
@@ -78,7 +81,8 @@ def _chunks(values: Sequence[Any]) -> Iterable[list[Any]]:
 @dataclass(frozen=True)
 class Claim:
     seqs: list[int]
-    suspects: set[int]  # claimed before by a run that did not finish them
+    suspects: set[int]  # to process alone: claimed before by runs that did not finish them
+    stuck: set[int]  # to quarantine: runs died on them too often, even alone
 
 
 def claim(conn: Connection, now: datetime, min_seq: int, max_seq: int | None, limit: int) -> Claim:
@@ -94,14 +98,16 @@ def claim(conn: Connection, now: datetime, min_seq: int, max_seq: int | None, li
         query = query.where(OUTBOX.c.seq <= max_seq)
     rows = conn.execute(query).all()
     seqs = [int(r.seq) for r in rows]
-    suspects = {int(r.seq) for r in rows if (r.attempts or 0) > 0 and r.next_attempt_at is None}
+    unfinished = {int(r.seq): r.attempts or 0 for r in rows if r.next_attempt_at is None}
+    suspects = {seq for seq, tries in unfinished.items() if tries >= ISOLATE_AFTER}
+    stuck = {seq for seq, tries in unfinished.items() if tries >= GIVE_UP_AFTER}
     for chunk in _chunks(seqs):
         conn.execute(
             sa.update(OUTBOX)
             .where(OUTBOX.c.seq.in_(chunk))
             .values(attempts=OUTBOX.c.attempts + 1, next_attempt_at=None)
         )
-    return Claim(seqs, suspects)
+    return Claim(seqs, suspects - stuck, stuck)
 
 
 def read_events(conn: Connection, seqs: Sequence[int]) -> tuple[pd.DataFrame, list[dict]]:

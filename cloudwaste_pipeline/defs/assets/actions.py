@@ -255,8 +255,15 @@ def run_batch(
             bad = [(u, f"unreadable outbox row: {u.pop('_error')}") for u in unreadable]
             total.add(Outcome(read=len(bad), quarantined=outbox.quarantine(conn, bad, now)))
             outbox.mark_processed(conn, (u["seq"] for u, _ in bad), now)
+    stuck = events["seq"].isin(claim.stuck)
+    if stuck.any():
+        reason = f"processing did not finish in {outbox.GIVE_UP_AFTER} runs (the run stopped)"
+        with engine.begin() as conn:
+            bad = [(e, reason) for e in events[stuck].to_dict("records")]
+            total.add(Outcome(read=len(bad), quarantined=outbox.quarantine(conn, bad, now)))
+            outbox.mark_processed(conn, events.loc[stuck, "seq"], now)
     suspect = events["seq"].isin(claim.suspects)
-    batch, alone = events[~suspect], events[suspect]
+    batch, alone = events[~suspect & ~stuck], events[suspect]
     if not batch.empty:
         try:
             with engine.begin() as conn:
