@@ -152,14 +152,21 @@ def mark_processed(conn: Connection, seqs: Iterable[int], now: datetime) -> int:
 def hold(conn: Connection, held: pd.DataFrame, now: datetime, hold_hours: float) -> None:
     """Held events wait with a growing back-off, never past their hold's expiry (when the next
     try quarantines them)."""
-    for event in held.to_dict("records"):
-        expiry = pd.Timestamp(event["received_at"]).to_pydatetime() + timedelta(hours=hold_hours)
-        wait_until = min(naive(now) + hold_backoff(int(event["attempts"])), expiry)
-        conn.execute(
-            sa.update(OUTBOX)
-            .where(OUTBOX.c.seq == int(event["seq"]))
-            .values(next_attempt_at=max(wait_until, naive(now)))
-        )
+    if held.empty:
+        return
+    waits = []
+    for seq, attempts, received in zip(
+        held["seq"], held["attempts"], held["received_at"], strict=True
+    ):
+        expiry = pd.Timestamp(received).to_pydatetime() + timedelta(hours=hold_hours)
+        wait_until = min(naive(now) + hold_backoff(int(attempts)), expiry)
+        waits.append({"held_seq": int(seq), "wait_until": max(wait_until, naive(now))})
+    statement = (
+        sa.update(OUTBOX)
+        .where(OUTBOX.c.seq == sa.bindparam("held_seq"))
+        .values(next_attempt_at=sa.bindparam("wait_until"))
+    )
+    conn.execute(statement, waits)  # one executemany, not a statement per event
 
 
 def quarantine(conn: Connection, bad: list[tuple[dict, str]], now: datetime) -> int:

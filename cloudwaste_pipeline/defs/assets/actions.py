@@ -38,7 +38,7 @@ class ActionBatchConfig(dg.Config):
     min_seq: int = 0
     max_seq: int | None = None
     hold_hours: float = 72.0
-    max_events: int = 10_000
+    max_events: int = 100_000
 
 
 @dataclass
