@@ -1,8 +1,7 @@
 """User actions on the shared demo instance: bad events are quarantined with their reason and
 never stop good ones, events for undetected resources are held then quarantined, and the sensor
-relaunches a failed range under a new run_key."""
+launches while due events exist (see test_action_sensor.py for late rows, retries, holds)."""
 
-import json
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +11,6 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import api, settings
 from cloudwaste_pipeline.definitions import defs
-from cloudwaste_pipeline.defs.sensors import RANGE_TAG
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, load_key
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import insert_new
@@ -30,9 +28,14 @@ def run_actions(**config) -> dg.ExecuteInProcessResult:
 
 
 def quarantine_reasons() -> dict[str, str]:
+    """Reasons by event id: outbox events are quarantined under their row, ``outbox:<seq>``."""
+    q = schema.quarantine
     with api.engine().connect() as conn:
-        rows = conn.execute(sa.select(schema.quarantine.c.source_ref, schema.quarantine.c.reason))
-        return {r.source_ref: r.reason for r in rows}
+        rows = conn.execute(sa.select(q.c.source_ref, q.c.payload, q.c.reason))
+        return {
+            r.payload["event_id"] if r.source_ref.startswith("outbox:") else r.source_ref: r.reason
+            for r in rows
+        }
 
 
 def demo_day_scan(conn: sa.Connection) -> dict[str, Any]:
@@ -130,27 +133,6 @@ def test_an_undetected_resource_is_held_then_quarantined(demo, monkeypatch):
     assert "not detected within 72 h" in quarantine_reasons()["early-event"]
 
 
-def test_the_sensor_relaunches_a_failed_range_under_a_new_key(demo, monkeypatch):
-    instance = dg.DagsterInstance.get()
-    monkeypatch.delenv("CLOUDWASTE_ANONYMIZATION_KEY")
-    failed = defs.resolve_job_def("user_actions_job").execute_in_process(
-        instance=instance, tags={RANGE_TAG: "1-2"}, raise_on_error=False
-    )
-    assert not failed.success
-    monkeypatch.undo()
-    with api.engine().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
-    tick = _tick(json.dumps({"last_seq": newest, "in_flight": {"1-2": 0}}))
-    assert [r.run_key for r in tick.run_requests] == ["actions:1-2:retry1"]
-    assert json.loads(tick.cursor)["in_flight"] == {"1-2": 1}
-    retried = defs.resolve_job_def("user_actions_job").execute_in_process(
-        instance=instance, tags={RANGE_TAG: "1-2"}, raise_on_error=False
-    )
-    assert retried.success
-    done = _tick(tick.cursor)
-    assert not done.run_requests and json.loads(done.cursor)["in_flight"] == {}
-
-
 def test_one_action_one_tick_updates_all_four_tables(demo):
     key = load_key()
     ml, trends = schema.ml_training_data, schema.cost_trend_data
@@ -164,7 +146,6 @@ def test_one_action_one_tick_updates_all_four_tables(demo):
                 )
             )
         }
-        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
         account_hash = hash_id("account", "aws", ACCOUNT.account_id, key)
         month = TEST_SPEC.demo_date.strftime("%Y-%m")
         before = conn.execute(
@@ -185,7 +166,7 @@ def test_one_action_one_tick_updates_all_four_tables(demo):
         resource_id=detection["resource_id"],
         action="deleted",
     )
-    assert len(_launch(_tick(json.dumps({"last_seq": newest})))) == 1  # each run succeeds
+    assert len(_launch(_tick(None))) == 1  # each run succeeds
     with api.engine().connect() as conn:
         pattern = conn.execute(
             sa.select(schema.user_action_patterns).where(
@@ -248,7 +229,6 @@ def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_
     key = load_key()
     with api.engine().connect() as conn:
         payload = demo_day_scan(conn)
-        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
         acted_on = {
             r.resource_hash
             for r in conn.execute(sa.select(schema.user_action_patterns.c.resource_hash))
@@ -288,7 +268,7 @@ def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_
                            "action": "snoozed", "action_at": now}]),
             ["event_id"],
         )  # fmt: skip
-    first = _tick(json.dumps({"last_seq": newest}))
+    first = _tick(None)
     first_keys = _launch(first)
     assert len(first_keys) == 1
 
@@ -324,24 +304,12 @@ def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_
     assert label_of == {resources[0]: "deleted", resources[1]: "ignored", resources[2]: "deleted"}
     assert "unknown action 'snoozed'" in quarantine_reasons()["batch-bad"]
 
-    # Replaying the last tick (the source unchanged since) asks for the same run_key, which the
-    # daemon never launches twice...
-    launched = {
-        run.tags.get("dagster/run_key")
-        for run in dg.DagsterInstance.get().get_runs(
-            filters=dg.RunsFilter(job_name="user_actions_job")
-        )
-    }
-    assert set(first_keys + second_keys) <= launched
-    replayed_second = _tick(first.cursor)
-    assert [r.run_key for r in replayed_second.run_requests] == second_keys
-    # ...while replaying the first tick after batch 2 arrived asks for one range over both
-    # batches: a new key, but running it (and the replayed second one) stores nothing twice.
-    replayed_first = _tick(json.dumps({"last_seq": newest}))
-    assert len(replayed_first.run_requests) == 1
-    assert replayed_first.run_requests[0].run_key not in launched
-    for tick in (replayed_first, replayed_second):
-        _launch(tick)
+    # Nothing is due any more: replaying either tick launches nothing, and re-running the job
+    # (as a replayed run would) stores nothing twice.
+    for cursor in (first.cursor, second.cursor):
+        replayed = _tick(cursor)
+        assert not replayed.run_requests and "no user action due" in replayed.skip_message
+    assert run_actions().success
     with api.engine().connect() as conn:
         again = conn.execute(
             sa.select(sa.func.count()).where(
@@ -349,7 +317,3 @@ def test_batches_of_events_through_ticks_exactly_once_and_replayed_ticks_launch_
             )
         ).scalar()
     assert again == len(valid)
-    # And once everything is in, a tick says why it skipped.
-    idle = _tick(second.cursor)
-    idle = _tick(idle.cursor)
-    assert not idle.run_requests and "no new user action" in idle.skip_message

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, date, timedelta
+from typing import Any
 
 import dagster as dg
 import pandas as pd
@@ -159,17 +160,16 @@ def test_past_days_fail_clearly_without_a_stored_scan_or_past_retention(demo):
     assert "in the future" in result.get_step_failure_events()[0].event_specific_data.error.message
 
 
-def test_user_action_sensor_launches_once_per_new_batch(demo):
+def test_user_action_sensor_launches_while_events_are_due_and_never_beside_its_run(demo):
     instance = dg.DagsterInstance.get()
     sensor = defs.resolve_sensor_def("user_action_sensor")
-    with api.engine().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(schema.resource_action_events.c.seq))).scalar()
-    idle = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
+
+    def tick(cursor: str | None) -> Any:
+        context = dg.build_sensor_context(
+            instance=instance, cursor=cursor, resources=defs.resources
         )
-    )
-    assert not idle.run_requests and idle.skip_message
+        return sensor.evaluate_tick(context)
+
     with api.engine().connect() as conn:
         detection = conn.execute(sa.select(schema.raw_scans.c.payload)).first().payload
     resource = detection["detections"][0]
@@ -181,17 +181,22 @@ def test_user_action_sensor_launches_once_per_new_batch(demo):
         action="kept",
         event_id="sensor-test-event",
     )
-    tick = sensor.evaluate_tick(
-        dg.build_sensor_context(
-            instance=instance, cursor=json.dumps({"last_seq": newest}), resources=defs.resources
-        )
+    first = tick(None)
+    [request] = first.run_requests
+    run = instance.create_run_for_job(
+        defs.resolve_job_def("user_actions_job"),
+        status=dg.DagsterRunStatus.QUEUED,
+        tags={"dagster/run_key": request.run_key},
     )
-    assert len(tick.run_requests) == 1
-    assert json.loads(tick.cursor)["last_seq"] == newest + 1
-    again = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, cursor=tick.cursor, resources=defs.resources)
+    waiting = tick(first.cursor)
+    assert not waiting.run_requests and "in flight" in waiting.skip_message
+    instance.delete_run(run.run_id)
+    result = defs.resolve_job_def("user_actions_job").execute_in_process(
+        instance=instance, tags={"dagster/run_key": request.run_key}
     )
-    assert not again.run_requests
+    assert result.success
+    idle = tick(first.cursor)
+    assert not idle.run_requests and "no user action due" in idle.skip_message
 
 
 def test_schedules_and_jobs_are_wired():

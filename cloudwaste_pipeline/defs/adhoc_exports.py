@@ -12,6 +12,7 @@ from datetime import date
 import dagster as dg
 from pydantic import Field
 
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.jobs import EXPORT_TAGS
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
 from cloudwaste_pipeline.exports import COMPRESSIONS, FORMATS, export_subfolder, resolve_window
@@ -42,6 +43,7 @@ class AdhocExportConfig(dg.Config):
     ),
     tags={"kind": "export"},
 )
+@scrubbed
 def export_adhoc_window(
     context: dg.OpExecutionContext,
     config: AdhocExportConfig,

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.assets.outputs import collection_stats
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
 from cloudwaste_pipeline.monitoring import SCAN_MAX_AGE_DAYS, stale_accounts
@@ -22,6 +23,7 @@ def target_check(name: str, stat: str, target: float, description: str) -> dg.As
     """A warning check that one collection figure reaches its target."""
 
     @dg.asset_check(asset="ml_training_data", name=name, description=description)
+    @scrubbed
     def _check(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         value = collection_stats(warehouse)[stat]
         return dg.AssetCheckResult(
@@ -51,6 +53,7 @@ records_per_scan = target_check(
     asset="user_action_patterns",
     description="No user-action event is in quarantine (bad payloads, never-detected resources).",
 )
+@scrubbed
 def no_quarantined_actions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     quarantine = schema.quarantine
     with warehouse.engine().connect() as conn:
@@ -78,6 +81,7 @@ def no_quarantined_actions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
         "deleted subscription) is listed by alias. Run daily by scan_freshness_schedule."
     ),
 )
+@scrubbed
 def every_account_scanned_recently(
     warehouse: WarehouseResource, cloud: CloudResource
 ) -> dg.AssetCheckResult:

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy.retention import BATCH_SIZE, account_owners, cleanup
 
@@ -72,6 +73,7 @@ class CleanupConfig(dg.Config):
         "owner's shorter data_retention_years, in batches."
     )
 )
+@scrubbed
 def cleanup_expired_data(
     context: dg.OpExecutionContext,
     config: CleanupConfig,
@@ -132,6 +134,7 @@ class RunPruneConfig(dg.Config):
         "(CLOUDWASTE_RUN_RETENTION_DAYS, default 90)."
     )
 )
+@scrubbed
 def prune_dagster_runs(context: dg.OpExecutionContext, config: RunPruneConfig) -> int:
     days = config.run_retention_days or settings.run_retention_days()
     deleted = prune_runs(context.instance, settings.now() - timedelta(days=days), config.batch_size)

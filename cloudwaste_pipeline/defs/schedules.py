@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.jobs import (
     ml_cleanup_job,
     scan_freshness_job,
@@ -20,6 +21,7 @@ from cloudwaste_pipeline.defs.sensors import register_accounts
     execution_timezone="UTC",
     description="Scan every account of the accounts file, once a day.",
 )
+@scrubbed
 def daily_scan_schedule(context: dg.ScheduleEvaluationContext, cloud: CloudResource):
     day = context.scheduled_execution_time.date()
     accounts = cloud.accounts()

@@ -2,12 +2,14 @@
 runs become alerts."""
 
 import json
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timedelta
 
 import dagster as dg
-import sqlalchemy as sa
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.jobs import user_actions_job
 from cloudwaste_pipeline.defs.partitions import cloud_accounts
 from cloudwaste_pipeline.defs.resources import (
@@ -18,7 +20,7 @@ from cloudwaste_pipeline.defs.resources import (
 from cloudwaste_pipeline.inbox import ingest_folder, ingest_s3_prefix
 from cloudwaste_pipeline.monitoring import WEBHOOK_ENV, failure_text, post_webhook, webhook_url
 from cloudwaste_pipeline.privacy.anonymize import scrub_text
-from cloudwaste_pipeline.warehouse import schema
+from cloudwaste_pipeline.warehouse import outbox
 
 
 def unregistered(instance: dg.DagsterInstance, aliases: list[str]) -> list[str]:
@@ -40,6 +42,7 @@ def register_accounts(instance: dg.DagsterInstance, aliases: list[str]) -> list[
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Registers the accounts of the accounts file as cloud_accounts partitions.",
 )
+@scrubbed
 def accounts_sensor(context: dg.SensorEvaluationContext, cloud: CloudResource):
     aliases = [a.name for a in cloud.accounts()]
     new = unregistered(context.instance, aliases)
@@ -50,53 +53,114 @@ def accounts_sensor(context: dg.SensorEvaluationContext, cloud: CloudResource):
     )
 
 
-RANGE_TAG = "cloudwaste/outbox_range"
-MAX_ATTEMPTS = 5
+ACTIONS_KEY_PREFIX = "actions:"
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=1)
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+    dg.DagsterRunStatus.MANAGED,
+]
 FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-def action_run(first: int, last: int, attempt: int) -> dg.RunRequest:
-    """One outbox range; a retry gets a new run_key (a failed run_key is never relaunched)."""
-    key = f"actions:{first}-{last}" + (f":retry{attempt}" if attempt else "")
-    return dg.RunRequest(
-        run_key=key,
-        run_config={"ops": {"user_action_patterns": {"config": {"max_seq": last}}}},
-        tags={RANGE_TAG: f"{first}-{last}", "cloudwaste/attempt": str(attempt)},
-    )
+def retry_backoff(failures: int) -> timedelta:
+    """The wait before relaunching after ``failures`` failed runs in a row: 1 min, doubling,
+    at most an hour. Never given up: events must not wait for a later one to arrive."""
+    return min(RETRY_FIRST * 2 ** min(max(failures - 1, 0), 10), RETRY_MAX)
 
 
-@dg.sensor(
-    job=user_actions_job,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description=(
-        "Reads JSON-lines files dropped in the actions inbox (and under the S3 prefix, when "
-        "CLOUDWASTE_ACTIONS_S3_URI or actions_inbox.s3_uri is set) into the outbox, launches a "
-        "user_actions_job run when new events reach the outbox, and relaunches a range whose "
-        "run failed (up to 5 attempts). The cursor holds the last outbox sequence handed to a "
-        "run and the ranges still in flight."
-    ),
-)
-def user_action_sensor(
+@dataclass(frozen=True)
+class ActionCursor:
+    """The sensor's durable state: how many runs it asked for (run keys are ``actions:<n>``,
+    unique), the one whose outcome it has not seen yet, and the failure streak."""
+
+    count: int = 0
+    last: str | None = None
+    failures: int = 0
+    retry_at: str | None = None  # ISO timestamp, the pipeline's clock
+
+    @classmethod
+    def parse(cls, text: str | None) -> "ActionCursor | None":
+        """None for no cursor or one from before this format (outbox sequence ranges)."""
+        state = json.loads(text) if text else {}
+        if "count" not in state:
+            return None
+        return cls(**{k: state.get(k) for k in ("count", "last", "failures", "retry_at")})
+
+    def dumps(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def plan_action_tick(
+    state: ActionCursor,
+    last_status: dg.DagsterRunStatus | None,
+    other_in_flight: bool,
+    due: int,
+    now: datetime,
+) -> tuple[ActionCursor, str | None, str]:
+    """(new state, run key to request or None, why not). Pure: the sensor gathers the facts.
+
+    ``last_status`` is that of the run keyed ``state.last`` (None: none was created, e.g. the
+    daemon stopped before launching it; asked for again under a new key).
+    """
+    if state.last is not None:
+        if last_status in IN_FLIGHT:
+            return state, None, f"run {state.last} in flight"
+        if last_status in FAILED:
+            failures = state.failures + 1
+            retry_at = now.replace(tzinfo=None) + retry_backoff(failures)
+            state = replace(state, failures=failures, retry_at=retry_at.isoformat())
+        elif last_status == dg.DagsterRunStatus.SUCCESS:
+            state = replace(state, failures=0, retry_at=None)
+        state = replace(state, last=None)
+    if other_in_flight:
+        return state, None, "a user_actions_job run is in flight"
+    if due == 0:
+        return state, None, "no user action due"
+    if state.retry_at and now.replace(tzinfo=None) < datetime.fromisoformat(state.retry_at):
+        return (
+            state,
+            None,
+            (
+                f"{due} user action(s) due, but the last {state.failures} run(s) failed: "
+                f"retrying at {state.retry_at} (back-off {retry_backoff(state.failures)}, "
+                f"doubling up to {RETRY_MAX}, until a run succeeds; each failure is alerted)"
+            ),
+        )
+    key = f"{ACTIONS_KEY_PREFIX}{state.count + 1}"
+    return replace(state, count=state.count + 1, last=key), key, ""
+
+
+def newest_action_key_number(instance: dg.DagsterInstance) -> int:
+    """The highest ``actions:<n>`` among recent runs: a lost or reset cursor starts above it
+    (the daemon never launches a run key twice)."""
+    runs = instance.get_runs(filters=dg.RunsFilter(job_name=user_actions_job.name), limit=100)
+    numbers = [
+        int(key[len(ACTIONS_KEY_PREFIX) :])
+        for key in (r.tags.get("dagster/run_key", "") for r in runs)
+        if key.startswith(ACTIONS_KEY_PREFIX) and key[len(ACTIONS_KEY_PREFIX) :].isdigit()
+    ]
+    return max(numbers, default=0)
+
+
+def run_status(instance: dg.DagsterInstance, run_key: str | None) -> dg.DagsterRunStatus | None:
+    if run_key is None:
+        return None
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": run_key}), limit=1)
+    return runs[0].status if runs else None
+
+
+def ingest_inboxes(
     context: dg.SensorEvaluationContext,
     warehouse: WarehouseResource,
     actions_inbox: ActionsInboxResource,
-):
-    state = json.loads(context.cursor) if context.cursor else {}
-    last_seq, in_flight = state.get("last_seq", 0), dict(state.get("in_flight", {}))
-    requests, notes = [], []
-    for span, attempt in sorted(in_flight.items()):
-        runs = context.instance.get_runs(filters=dg.RunsFilter(tags={RANGE_TAG: span}), limit=1)
-        if runs and runs[0].status == dg.DagsterRunStatus.SUCCESS:
-            del in_flight[span]
-        elif runs and runs[0].status in FAILED:
-            if attempt + 1 >= MAX_ATTEMPTS:
-                notes.append(f"range {span} failed {MAX_ATTEMPTS} times; left to later batches")
-                del in_flight[span]
-                continue
-            first, last = (int(x) for x in span.split("-"))
-            requests.append(action_run(first, last, attempt + 1))
-            in_flight[span] = attempt + 1
+) -> list[str]:
+    """Drop folder and S3 prefix into the outbox; returns what to say about them."""
+    notes = []
     dropped = ingest_folder(warehouse.engine(), settings.paths().actions_inbox, settings.now())
     if dropped.files:
         notes.append(dropped.describe("dropped file"))
@@ -117,19 +181,52 @@ def user_action_sensor(
             if uploaded.files or uploaded.failed or uploaded.more:
                 notes.append(uploaded.describe("S3 object"))
                 (context.log.warning if uploaded.failed else context.log.info)(notes[-1])
-    events = schema.resource_action_events
+    return notes
+
+
+@dg.sensor(
+    job=user_actions_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=(
+        "Reads JSON-lines files dropped in the actions inbox (and under the S3 prefix, when "
+        "CLOUDWASTE_ACTIONS_S3_URI or actions_inbox.s3_uri is set) into the outbox, and launches "
+        "a user_actions_job run whenever due unprocessed outbox events exist and no such run is "
+        "in flight. A failed run is retried with back-off (1 min doubling to 1 h), until one "
+        "succeeds. The cursor counts the runs asked for and holds the failure streak."
+    ),
+)
+@scrubbed
+def user_action_sensor(
+    context: dg.SensorEvaluationContext,
+    warehouse: WarehouseResource,
+    actions_inbox: ActionsInboxResource,
+):
+    instance = context.instance
+    state = ActionCursor.parse(context.cursor) or ActionCursor(
+        count=newest_action_key_number(instance)
+    )
+    notes = ingest_inboxes(context, warehouse, actions_inbox)
+    now = settings.now()
     with warehouse.engine().connect() as conn:
-        newest = conn.execute(sa.select(sa.func.max(events.c.seq))).scalar() or 0
-    if newest > last_seq:
-        requests.append(action_run(last_seq + 1, newest, 0))
-        in_flight[f"{last_seq + 1}-{newest}"] = 0
-        last_seq = newest
-    cursor = json.dumps({"last_seq": last_seq, "in_flight": in_flight}, sort_keys=True)
-    if not requests:
-        waiting = f"; {len(in_flight)} range(s) in flight" if in_flight else ""
-        reason = f"no new user action since outbox sequence {last_seq}{waiting}"
-        return dg.SensorResult(skip_reason="; ".join([reason, *notes]), cursor=cursor)
-    return dg.SensorResult(run_requests=requests, cursor=cursor)
+        due = outbox.due_count(conn, now)
+        held_until = outbox.next_hold_end(conn) if not due else None
+    in_flight = instance.get_runs(
+        filters=dg.RunsFilter(job_name=user_actions_job.name, statuses=IN_FLIGHT), limit=1
+    )
+    state, key, reason = plan_action_tick(
+        state,
+        run_status(instance, state.last),
+        bool(in_flight) and in_flight[0].tags.get("dagster/run_key") != state.last,
+        due,
+        now,
+    )
+    if key is None:
+        if held_until is not None:
+            reason += f"; held events wait until {held_until.isoformat()}"
+        return dg.SensorResult(skip_reason="; ".join([reason, *notes]), cursor=state.dumps())
+    request = dg.RunRequest(run_key=key, tags={"cloudwaste/due_events": str(due)})
+    return dg.SensorResult(run_requests=[request], cursor=state.dumps())
 
 
 @dg.run_failure_sensor(
@@ -141,6 +238,7 @@ def user_action_sensor(
         "job, run and partition (account alias) and the first line of the error, ids scrubbed."
     ),
 )
+@scrubbed
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     step_failures = context.get_step_failure_events()

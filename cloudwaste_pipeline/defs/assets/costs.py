@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.costs import month_bounds, monthly_trend
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.partitions import cost_partitions, scan_to_month
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy import erasure
@@ -54,6 +55,7 @@ def spend_by_day(
         "waste by region group."
     ),
 )
+@scrubbed
 def cost_trend_data(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,

@@ -8,6 +8,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.partitions import export_weeks
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
@@ -82,6 +83,7 @@ def export_metadata(result: ExportResult, start: date, end: date) -> dict[str, A
         "replaces its files atomically."
     ),
 )
+@scrubbed
 def ml_dataset_exports(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, files: FilesResource
 ) -> Iterator[dg.AssetCheckResult | dg.MaterializeResult]:
@@ -128,6 +130,7 @@ def ml_dataset_exports(
         "last collection, rows per table and the user-action rate (target 30%+)."
     ),
 )
+@scrubbed
 def ml_collection_stats(warehouse: WarehouseResource) -> dg.MaterializeResult:
     stats = collection_stats(warehouse)
     return dg.MaterializeResult(

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.metadata import PREVIEW_ROWS, counts_table, preview
 from cloudwaste_pipeline.defs.partitions import scan_partitions
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
@@ -102,6 +103,7 @@ def skip_if_erased(
         "Past days are not re-scanned: they re-use the raw scan stored that day."
     ),
 )
+@scrubbed
 def raw_cloud_scans(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -205,6 +207,7 @@ SCAN_DERIVED = {
         "user_action is joined in from user_action_patterns."
     ),
 )
+@scrubbed
 def ml_training_data(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -263,6 +266,7 @@ def ml_training_data(
         "'status_changed' and 'deleted' events (see user_action_patterns)."
     ),
 )
+@scrubbed
 def resource_lifecycle_events(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
@@ -308,6 +312,7 @@ def resource_lifecycle_events(
         "under hashed ids, with its aggregates."
     ),
 )
+@scrubbed
 def cloudwatch_metrics_history(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
