@@ -1,5 +1,6 @@
-"""Helpers for the one-writer-per-slice tests: a stored scan, its Dagster resources, and a
-harness that makes two writers of one slice overlap at a chosen statement, deterministically."""
+"""Helpers for the one-writer-per-slice tests: a stored scan, and a harness that makes two
+writers of one slice overlap at a chosen statement, deterministically. No Dagster here: the
+crash tests import it in child processes (see ``slice_runs`` for the Dagster side)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.scanning.model import Detection, RawScan, Resource, ScanError
 
 ALIAS = "prod-main"
@@ -63,62 +60,6 @@ def raw_scan(day: date = DAY, detections: int = 3, errors: int = 2) -> RawScan:
         detections=found,
         errors=[ScanError("us-east-1", "ec2", "AccessDenied", "denied") for _ in range(errors)],
     )
-
-
-class FakeCloud(CloudResource):
-    """The accounts file's accounts, scanned as ``raw_scan`` of the pipeline's today."""
-
-    def scan(self, account: Account) -> RawScan:
-        from cloudwaste_pipeline import settings
-
-        return raw_scan(settings.today())
-
-
-def write_accounts(folder: Path) -> Path:
-    path = folder / "accounts.yaml"
-    path.write_text(
-        "accounts:\n"
-        f"  - name: {ALIAS}\n"
-        "    provider: aws\n"
-        "    owner_user_id: user-1\n"
-        f'    account_id: "{ACCOUNT_ID}"\n'
-        "    regions: [eu-west-1]\n"
-    )
-    return path
-
-
-def resources(url: str, accounts: Path) -> dict[str, Any]:
-    return {
-        "warehouse": WarehouseResource(database_url=url),
-        "anonymizer": AnonymizerResource(key=KEY),
-        "cloud": FakeCloud(accounts_file=str(accounts)),
-    }
-
-
-def materialize(asset: Any, day: date, url: str, accounts: Path) -> dg.ExecuteInProcessResult:
-    """One run of ``asset``'s partition (day, ALIAS) on an instance of its own."""
-    from cloudwaste_pipeline.defs.partitions import scan_key
-
-    instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("cloud_accounts", [ALIAS])
-    return dg.materialize(
-        [asset],
-        partition_key=scan_key(day, ALIAS),
-        resources=resources(url, accounts),
-        instance=instance,
-        raise_on_error=False,
-    )
-
-
-def failure_text(result: dg.ExecuteInProcessResult) -> str:
-    """Every message and cause Dagster stored for the run's failed steps."""
-    texts = []
-    for event in result.get_step_failure_events():
-        error = event.event_specific_data.error
-        while error is not None:
-            texts.append(error.message + "".join(error.stack))
-            error = error.cause or error.context
-    return "\n".join(texts)
 
 
 def is_delete_of(table: sa.Table, statement: str) -> bool:
@@ -190,3 +131,31 @@ class Overlap:
             sa.event.remove(self.engine, "before_cursor_execute", self._before)
             sa.event.remove(self.engine, "after_cursor_execute", self._after)
         return [results["first"], results["second"]]
+
+
+def previous_and_next(what: str) -> tuple[Any, Any]:
+    """Two versions of one slice: what is stored, and what a re-run writes instead."""
+    if what == "training":
+        from cloudwaste_pipeline_tests.test_warehouse import partition
+
+        return partition(DAY, 3), partition(DAY, 5)
+    return raw_scan(detections=3, errors=2), raw_scan(detections=4, errors=1)
+
+
+def write_slice(engine: Engine, what: str, version: Any) -> None:
+    """Replace the slice ``what`` ("training": a day of one account's training rows, "raw": a
+    day's raw scan and its errors) with ``version``, in one transaction."""
+    from cloudwaste_pipeline.warehouse import queries, schema
+
+    with engine.begin() as conn:
+        if what == "training":
+            queries.replace_scan_partition(conn, schema.ml_training_data, DAY, "a" * 64, version)
+        else:
+            queries.store_raw_scan(conn, ALIAS, version)
+
+
+def rewrite_in_child(url: str, what: str) -> None:
+    """A child process's re-run of the slice (the crash tests arm a crash point in it)."""
+    from cloudwaste_pipeline.warehouse.engine import make_engine
+
+    write_slice(make_engine(url), what, previous_and_next(what)[1])

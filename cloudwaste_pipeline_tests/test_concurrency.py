@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from cloudwaste_pipeline.defs.assets.scans import ml_training_data, raw_cloud_scans
 from cloudwaste_pipeline.warehouse import locks, queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
-from cloudwaste_pipeline_tests import slices
+from cloudwaste_pipeline_tests import slice_runs, slices
 from cloudwaste_pipeline_tests.slices import DAY, Overlap
 from cloudwaste_pipeline_tests.test_warehouse import partition, training_row
 
@@ -146,15 +146,17 @@ def test_two_dagster_runs_of_one_partition_at_once_leave_one_copy(
 ) -> None:
     """What the run queue cannot stop (``dagster asset materialize``, ``execute_in_process``, a
     second deployment): two runs of the same scan partition, overlapping in the warehouse."""
-    accounts = slices.write_accounts(tmp_path)
-    engine = slices.resources(postgres_url, accounts)["warehouse"].engine()
+    accounts = slice_runs.write_accounts(tmp_path)
+    engine = slice_runs.resources(postgres_url, accounts)["warehouse"].engine()
     with engine.begin() as conn:
         queries.store_raw_scan(conn, slices.ALIAS, slices.raw_scan())
     table = schema.ml_training_data
     results = Overlap(engine, table).run(
-        lambda: slices.materialize(ml_training_data, DAY, postgres_url, accounts)
+        lambda: slice_runs.materialize(ml_training_data, DAY, postgres_url, accounts)
     )
-    assert [r.success for r in results] == [True, True], [slices.failure_text(r) for r in results]
+    assert [r.success for r in results] == [True, True], [
+        slice_runs.failure_text(r) for r in results
+    ]
     assert count(engine, table) == 3
 
 
@@ -162,11 +164,13 @@ def test_two_dagster_runs_of_todays_scan_store_it_once(
     engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CLOUDWASTE_NOW", f"{DAY}T02:00:00+00:00")
-    accounts = slices.write_accounts(tmp_path)
+    accounts = slice_runs.write_accounts(tmp_path)
     url = engine.url.render_as_string(hide_password=False)
     results = Overlap(engine, schema.raw_scans).run(
-        lambda: slices.materialize(raw_cloud_scans, DAY, url, accounts)
+        lambda: slice_runs.materialize(raw_cloud_scans, DAY, url, accounts)
     )
-    assert [r.success for r in results] == [True, True], [slices.failure_text(r) for r in results]
+    assert [r.success for r in results] == [True, True], [
+        slice_runs.failure_text(r) for r in results
+    ]
     assert count(engine, schema.raw_scans) == 1
     assert count(engine, schema.scan_errors) == 2
