@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from cloudwaste_pipeline.faults import crash_point
+from cloudwaste_pipeline.warehouse.locks import lock_rows
 from cloudwaste_pipeline.warehouse.schema import dumps_json
 
 CHUNK_ROWS = 10_000
@@ -476,11 +478,19 @@ def replace_rows(
 
     Run it inside the caller's transaction: re-running a partition then replaces it atomically,
     and an insert that fails (a stream's later frame included) takes the delete back with it.
+    The slice is locked first (``locks.lock_rows``: keyed by the table and the predicate's
+    values), so two overlapping writers of the same rows run one after the other and the second
+    deletes what the first inserted, on PostgreSQL as on SQLite. A caller that reads the slice
+    before rewriting it takes the same lock earlier, with the same ``where``.
     """
     if isinstance(frames, pd.DataFrame | Mapping):
         check_columns(table, frames)  # before deleting anything
+    lock_rows(conn, table, where)
     deleted = conn.execute(sa.delete(table).where(where)).rowcount or 0
-    return deleted, bulk_insert(conn, table, frames)
+    crash_point("load.after_delete")
+    inserted = bulk_insert(conn, table, frames)
+    crash_point("load.before_commit")
+    return deleted, inserted
 
 
 def insert_new(
@@ -490,7 +500,9 @@ def insert_new(
 
     ``key_columns`` must be exactly a unique constraint of the table (``ON CONFLICT`` needs one);
     a conflict on any *other* constraint still raises. Rows with a NULL in the key never
-    conflict. The count comes from ``RETURNING``, exact even with concurrent writers.
+    conflict. The count comes from ``RETURNING``, exact even with concurrent writers: the unique
+    index is the one writer per key (a second transaction inserting the same key waits for the
+    first and then skips it), so no slice lock is needed.
     """
     keys = list(key_columns)
     if not keys or any(k not in table.c for k in keys):

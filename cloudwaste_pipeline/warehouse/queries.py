@@ -15,6 +15,7 @@ from cloudwaste_pipeline.costs import month_bounds
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import Batch, read_frame, replace_rows
+from cloudwaste_pipeline.warehouse.locks import lock_rows
 
 
 def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
@@ -188,6 +189,12 @@ def in_chunks(values: Iterable[str], size: int = 5_000) -> Iterator[list[str]]:
         yield ordered[start : start + size]
 
 
+def trend_month(account_hash: str, month: str) -> sa.ColumnElement[bool]:
+    """The cost trend row of an account's month ('YYYY-MM'): the slice its writers lock."""
+    trends = schema.cost_trend_data
+    return sa.and_(trends.c.account_hash == account_hash, trends.c.month == month)
+
+
 def refresh_waste_eliminated(
     conn: Connection, months: set[tuple[str, str]], updated_at: datetime
 ) -> int:
@@ -198,7 +205,10 @@ def refresh_waste_eliminated(
     """
     trends, actions = schema.cost_trend_data, schema.user_action_patterns
     updated = 0
-    for account_hash, month in sorted(months):
+    for account_hash, month in sorted(months):  # sorted: every writer locks in one order
+        # The month's writer lock, held to commit: a cost trend rebuild or another action batch
+        # of the month waits, then sums what this batch inserted (it cannot see it before).
+        lock_rows(conn, trends, trend_month(account_hash, month))
         first, following = month_bounds(date.fromisoformat(f"{month}-01"))
         start, end = (datetime.combine(d, datetime.min.time()) for d in (first, following))
         saved = (
@@ -212,7 +222,7 @@ def refresh_waste_eliminated(
         )
         result = conn.execute(
             sa.update(trends)
-            .where(trends.c.account_hash == account_hash, trends.c.month == month)
+            .where(trend_month(account_hash, month))
             .values(
                 waste_eliminated=sa.func.round(sa.cast(saved, sa.Numeric), 2),
                 updated_at=updated_at,

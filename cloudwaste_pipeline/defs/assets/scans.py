@@ -26,7 +26,7 @@ from cloudwaste_pipeline.defs.partitions import scan_partitions
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
 from cloudwaste_pipeline.privacy import derive, erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_series, scrub_text
-from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline.warehouse import locks, queries, schema
 
 GROUP = "collection"
 OWNERS = ["team:data-platform"]
@@ -36,6 +36,10 @@ OWNERS = ["team:data-platform"]
 class ScanPartition:
     day: date
     account: Account
+
+    def describe(self, what: str) -> str:
+        """``what`` of this day and account, in words for an error message (no raw id)."""
+        return f"{what} of {self.day} for account {self.account.name!r}"
 
 
 def scan_partition(context: dg.AssetExecutionContext, cloud: CloudResource) -> ScanPartition:
@@ -126,7 +130,7 @@ def raw_cloud_scans(
                 description=f"scan of account {part.account.name!r} failed: "
                 f"{type(exc).__name__}: {scrub_text(str(exc))}"
             ) from None
-        with warehouse.engine().begin() as conn:
+        with locks.writing(warehouse.engine(), part.describe("the raw scan")) as conn:
             queries.store_raw_scan(conn, part.account.name, scan)
         payload, source, status = scan.payload(), "live scan", scan.status
     else:
@@ -238,7 +242,7 @@ def ml_training_data(
             cost += math.fsum(chunk["cost_monthly"])
             yield chunk
 
-    with warehouse.engine().begin() as conn:
+    with locks.writing(warehouse.engine(), d.part.describe(table.name)) as conn:
         deleted, inserted = queries.replace_scan_partition(
             conn, table, d.part.day, d.account_hash, chunks()
         )
@@ -277,7 +281,7 @@ def resource_lifecycle_events(
         return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
     account, table = d.part.account, schema.resource_lifecycle_events
-    with warehouse.engine().begin() as conn:
+    with locks.writing(warehouse.engine(), d.part.describe(table.name)) as conn:
         previous = queries.previous_raw_scan(conn, account.provider, account.cloud_id, d.part.day)
         if previous is not None:
             ids = pd.Series([x["resource_id"] for x in previous["detections"]], dtype=object)
@@ -323,9 +327,10 @@ def cloudwatch_metrics_history(
         return skipped
     d = derivation(context, warehouse, anonymizer, cloud)
     rows = derive.metrics_history_rows(d.scan["detections"], d.training, d.collected_at)
-    with warehouse.engine().begin() as conn:
+    table = schema.cloudwatch_metrics_history
+    with locks.writing(warehouse.engine(), d.part.describe(table.name)) as conn:
         deleted, inserted = queries.replace_scan_partition(
-            conn, schema.cloudwatch_metrics_history, d.part.day, d.account_hash, rows
+            conn, table, d.part.day, d.account_hash, rows
         )
     metrics = rows["metric_name"].value_counts().to_dict() if not rows.empty else {}
     return dg.MaterializeResult(
