@@ -248,3 +248,14 @@ def test_window_errors_are_cloudwaste_errors_and_value_errors():
     """Callers that caught ``ValueError`` keep working."""
     with pytest.raises(ValueError, match="between 1 and"):
         exports.last_days_window(0, TODAY)
+
+
+def test_the_launchpad_window_is_checked_the_same_way(monkeypatch: pytest.MonkeyPatch):
+    """``adhoc_export_job``'s run config goes through the same ``resolve_window``."""
+    from cloudwaste_pipeline.defs.adhoc_exports import AdhocExportConfig
+
+    monkeypatch.setenv("CLOUDWASTE_NOW", f"{TODAY}T12:00:00+00:00")
+    for config in ({"last_days": 0}, {"start": "0001-01-01"}, {"start": "2026-13-01"}):
+        with pytest.raises(exports.WindowError):
+            AdhocExportConfig(**config).window()
+    assert AdhocExportConfig(start="", end="").window() == (date(2026, 9, 3), TODAY)
