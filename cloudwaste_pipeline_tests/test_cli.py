@@ -10,6 +10,7 @@ subcommand that opens the warehouse.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from datetime import date, datetime
 from pathlib import Path
@@ -259,3 +260,20 @@ def test_the_launchpad_window_is_checked_the_same_way(monkeypatch: pytest.Monkey
         with pytest.raises(exports.WindowError):
             AdhocExportConfig(**config).window()
     assert AdhocExportConfig(start="", end="").window() == (date(2026, 9, 3), TODAY)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_so_a_failure_stays_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    out = home / "exports"
+    monkeypatch.setattr(LocalDestination, "publish", _refuse(errno.ENOSPC))
+    one_error_line(capsys, cli.main(["export", "--last-days", "2", "--output-dir", str(out)]))
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert cli.main(["export", "--last-days", "2", "--output-dir", str(out)]) == 2
+    assert "ml_training_data" in terminal.getvalue()  # the bars, then the error line
