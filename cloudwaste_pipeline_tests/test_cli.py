@@ -277,3 +277,12 @@ def test_progress_bars_only_on_a_terminal_so_a_failure_stays_one_line(
     monkeypatch.setattr("sys.stderr", terminal)
     assert cli.main(["export", "--last-days", "2", "--output-dir", str(out)]) == 2
     assert "ml_training_data" in terminal.getvalue()  # the bars, then the error line
+
+
+def test_load_dataset_takes_text_dates_and_refuses_bad_ones(home: Path):
+    assert api.load_dataset("ml_training_data", "2026-11-01", date.max).empty
+    for bad in ({"start": "2026-13-01"}, {"end": 20261101}):
+        with pytest.raises(CloudWasteError, match="date"):
+            api.load_dataset("ml_training_data", **bad)
+    with pytest.raises(CloudWasteError, match="unknown dataset"):
+        api.load_dataset("nope")
