@@ -266,7 +266,10 @@ def export_datasets(
 
 def _export_formats(formats: Any) -> tuple[str, ...]:
     """The formats asked for, each once; one format may be given as a plain string."""
-    chosen = (formats,) if isinstance(formats, str) else tuple(formats or ())
+    if isinstance(formats, str):
+        chosen: tuple[Any, ...] = (formats,)
+    else:
+        chosen = tuple(formats) if isinstance(formats, list | tuple | set | frozenset) else ()
     if not chosen or any(not isinstance(f, str) or f not in FORMATS for f in chosen):
         raise CloudWasteError(f"formats must be one or more of {', '.join(FORMATS)}")
     return tuple(dict.fromkeys(chosen))

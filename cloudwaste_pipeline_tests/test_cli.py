@@ -98,6 +98,8 @@ def test_a_bad_window_is_one_sentence_from_the_cli_and_the_api(
         {"start": 20261101},
         {"formats": ("xml",)},
         {"formats": ()},
+        {"formats": 5},
+        {"formats": [["json"]]},
         {"compression": "zip"},
     ],
 )
