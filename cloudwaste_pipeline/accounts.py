@@ -102,8 +102,8 @@ class Account:
 
 def _shown(value: object) -> str:
     """A value the user typed, safe to quote in a message: short, one line, ids scrubbed."""
-    text = " ".join(str(value).split())
-    return repr(scrub_text(text[:40] + ("..." if len(text) > 40 else "")))
+    text = scrub_text(" ".join(str(value).split()))  # before cutting: a cut id is not scrubbed
+    return repr(text[:40] + ("..." if len(text) > 40 else ""))
 
 
 def _yaml_type(value: object) -> str:

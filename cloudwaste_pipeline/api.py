@@ -23,6 +23,7 @@ from cloudwaste_pipeline.exports import (
     FORMATS,
     ExportProgress,
     ExportResult,
+    as_day,
     export_subfolder,
     resolve_window,
 )
@@ -182,18 +183,22 @@ def _resolve_account(
     return replace(checked, tenant_id=None) if checked.provider == "azure" else checked
 
 
-def load_dataset(name: str, start: date | None = None, end: date | None = None) -> pd.DataFrame:
+def load_dataset(
+    name: str, start: date | str | None = None, end: date | str | None = None
+) -> pd.DataFrame:
     """One ML table or model output (anonymized) as a DataFrame, optionally limited to a date
-    window: e.g. ``load_dataset("resource_anomaly_scores")`` or ``"cost_forecasts"``."""
+    window (dates or ``YYYY-MM-DD``): e.g. ``load_dataset("resource_anomaly_scores")``."""
     tables = {t.name: t for t in (*schema.ML_TABLES, *schema.MODEL_TABLES)}
     if name not in tables:
-        raise ValueError(f"unknown dataset {name!r}; choose from {sorted(tables)}")
+        raise CloudWasteError(f"unknown dataset {name!r}; choose from {sorted(tables)}")
+    start = None if start is None else as_day(start, "start")
+    end = None if end is None else as_day(end, "end")
     table = tables[name]
     query = sa.select(table)
     stamp = schema.ROW_TIME.get(name)
     if stamp and start:
         query = query.where(table.c[stamp] >= datetime.combine(start, datetime.min.time()))
-    if stamp and end:
+    if stamp and end and end < date.max:
         query = query.where(
             table.c[stamp] < datetime.combine(end + timedelta(days=1), datetime.min.time())
         )
@@ -261,7 +266,10 @@ def export_datasets(
 
 def _export_formats(formats: Any) -> tuple[str, ...]:
     """The formats asked for, each once; one format may be given as a plain string."""
-    chosen = (formats,) if isinstance(formats, str) else tuple(formats or ())
+    if isinstance(formats, str):
+        chosen: tuple[Any, ...] = (formats,)
+    else:
+        chosen = tuple(formats) if isinstance(formats, list | tuple | set | frozenset) else ()
     if not chosen or any(not isinstance(f, str) or f not in FORMATS for f in chosen):
         raise CloudWasteError(f"formats must be one or more of {', '.join(FORMATS)}")
     return tuple(dict.fromkeys(chosen))

@@ -106,7 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--gzip", action="store_true", help=".json.gz, .csv.gz, gzip Parquet")
     export.add_argument("--output-dir")
     export.add_argument("--s3-uri", help="s3://bucket/prefix/ instead of local files")
-    export.add_argument("--no-progress", action="store_true", help="no progress bars")
+    export.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (none unless on a terminal)"
+    )
     action = commands.add_parser("record-action", help="append one user action to the outbox")
     for name in ("user-id", "account-id", "resource-id"):
         action.add_argument(f"--{name}", required=True)
@@ -159,7 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "stats":
             print(json.dumps(api.stats(), indent=2, default=str))
         elif args.command == "export":
-            with TqdmProgress(disable=args.no_progress) as progress:
+            # Bars only on a terminal: piped or logged stderr keeps just the error line, if any.
+            quiet = args.no_progress or not sys.stderr.isatty()
+            with TqdmProgress(disable=quiet) as progress:
                 result = api.export_datasets(
                     last_days=args.last_days,
                     start=args.start,

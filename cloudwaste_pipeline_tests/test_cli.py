@@ -10,6 +10,7 @@ subcommand that opens the warehouse.
 from __future__ import annotations
 
 import errno
+import io
 import os
 from datetime import date, datetime
 from pathlib import Path
@@ -97,6 +98,8 @@ def test_a_bad_window_is_one_sentence_from_the_cli_and_the_api(
         {"start": 20261101},
         {"formats": ("xml",)},
         {"formats": ()},
+        {"formats": 5},
+        {"formats": [["json"]]},
         {"compression": "zip"},
     ],
 )
@@ -248,3 +251,40 @@ def test_window_errors_are_cloudwaste_errors_and_value_errors():
     """Callers that caught ``ValueError`` keep working."""
     with pytest.raises(ValueError, match="between 1 and"):
         exports.last_days_window(0, TODAY)
+
+
+def test_the_launchpad_window_is_checked_the_same_way(monkeypatch: pytest.MonkeyPatch):
+    """``adhoc_export_job``'s run config goes through the same ``resolve_window``."""
+    from cloudwaste_pipeline.defs.adhoc_exports import AdhocExportConfig
+
+    monkeypatch.setenv("CLOUDWASTE_NOW", f"{TODAY}T12:00:00+00:00")
+    for config in ({"last_days": 0}, {"start": "0001-01-01"}, {"start": "2026-13-01"}):
+        with pytest.raises(exports.WindowError):
+            AdhocExportConfig(**config).window()
+    assert AdhocExportConfig(start="", end="").window() == (date(2026, 9, 3), TODAY)
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bars_only_on_a_terminal_so_a_failure_stays_one_line(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    out = home / "exports"
+    monkeypatch.setattr(LocalDestination, "publish", _refuse(errno.ENOSPC))
+    one_error_line(capsys, cli.main(["export", "--last-days", "2", "--output-dir", str(out)]))
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    assert cli.main(["export", "--last-days", "2", "--output-dir", str(out)]) == 2
+    assert "ml_training_data" in terminal.getvalue()  # the bars, then the error line
+
+
+def test_load_dataset_takes_text_dates_and_refuses_bad_ones(home: Path):
+    assert api.load_dataset("ml_training_data", "2026-11-01", date.max).empty
+    for bad in ({"start": "2026-13-01"}, {"end": 20261101}):
+        with pytest.raises(CloudWasteError, match="date"):
+            api.load_dataset("ml_training_data", **bad)
+    with pytest.raises(CloudWasteError, match="unknown dataset"):
+        api.load_dataset("nope")

@@ -229,7 +229,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate down to ``revision`` (``"base"`` drops everything); for tests and operators."""
-    with engine.begin() as connection:
+    with begin(engine) as connection:
         _lock_for_migration(connection)
         command.downgrade(alembic_config(connection), revision)
 
