@@ -23,7 +23,7 @@ from cloudwaste_pipeline.exports import (
     export_subfolder,
     resolve_window,
 )
-from cloudwaste_pipeline.privacy import erasure
+from cloudwaste_pipeline.privacy import erasure, export_erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_user, load_key
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
 from cloudwaste_pipeline.quality import export_if_valid
@@ -275,11 +275,13 @@ def erase(
         )
     # After the commit: searching the exports (large, maybe remote) must not hold row locks.
     hashes = [s["hash"] for s in report.subjects]
-    report.exported_files = erasure.exported_files(settings.paths().exports, hashes)
+    report.exported_files = export_erasure.exported_files(settings.paths().exports, hashes)
     files = FilesResource()
     location = files.exports_s3_location()
     if location is not None:
-        report.exported_files += erasure.exported_objects(s3_client(files), *location, hashes)
+        report.exported_files += export_erasure.exported_objects(
+            s3_client(files), *location, hashes
+        )
     return report
 
 

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.privacy import erasure
+from cloudwaste_pipeline.privacy import erasure, export_erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user
 from cloudwaste_pipeline.privacy.retention import account_owners, cleanup, ml_cutoff
 from cloudwaste_pipeline.warehouse import schema
@@ -316,14 +316,14 @@ def test_the_report_lists_the_export_files_holding_the_subject(tmp_path: Path) -
     manifest = {"files": {k: {"name": v} for k, v in files.items()}}
     (week / "manifest_20261115.json").write_text(json.dumps(manifest))
 
-    found = erasure.exported_files(tmp_path, [a_hash(ACCOUNT_A)])
+    found = export_erasure.exported_files(tmp_path, [a_hash(ACCOUNT_A)])
     assert [Path(p).name for p in found] == [
         "ml_training_data_20261115.csv.gz",
         "ml_training_data_20261115.parquet",
     ]
-    by_user = erasure.exported_files(tmp_path, [hash_user("user-1", KEY)])
+    by_user = export_erasure.exported_files(tmp_path, [hash_user("user-1", KEY)])
     assert [Path(p).name for p in by_user] == ["user_action_patterns_20261115.json"]
-    assert erasure.exported_files(tmp_path, [hash_user("user-10", KEY)]) == []
+    assert export_erasure.exported_files(tmp_path, [hash_user("user-10", KEY)]) == []
 
 
 def test_the_cli_prints_hashes_and_counts_and_preferences_stay_refused(

@@ -530,7 +530,7 @@ def test_the_export_reads_with_a_serial_plan_and_leaves_the_session_as_it_was(
 def test_erasure_finds_the_s3_exports_holding_the_subject(week: Engine, bucket: str):
     """Published to S3 in every format (gzip too); one account's and one user's hashes are
     found in the datasets that hold them, and nothing is found for a stranger."""
-    from cloudwaste_pipeline.privacy.erasure import exported_objects
+    from cloudwaste_pipeline.privacy.export_erasure import exported_objects
 
     s3 = boto3.client("s3")
     destination = exports.S3Destination(s3, bucket, f"ml/weekly/{MONDAY}/")
