@@ -28,7 +28,6 @@ configured, under the S3 exports prefix (``CLOUDWASTE_EXPORTS_S3_URI``).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,19 +39,25 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_user
+from cloudwaste_pipeline.privacy.anonymize import (
+    OWN_PROVIDER,
+    hash_id,
+    hash_user,
+    normalize_identifier,
+)
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new
 
 
 @dataclass(frozen=True)
 class Subject:
-    """One erased user or account. ``raw_id`` only matches raw-store rows; it is never stored."""
+    """One erased user or account. ``raw_id`` (canonical, see ``canonical``) only matches
+    raw-store rows; it is never stored."""
 
     kind: str  # user, account
     hash: str
     raw_id: str
-    provider: str | None = None
+    provider: str  # aws or azure for accounts, cloudwaste for users
 
 
 @dataclass
@@ -88,27 +93,45 @@ def subjects_for(
     provider: str = "aws",
     accounts: Sequence[Account] = (),
 ) -> list[Subject]:
-    """The user and/or account asked for, plus the accounts the user owns per ``accounts``."""
+    """The user and/or account asked for, plus the accounts the user owns per ``accounts``.
+
+    Ids are kept in hashing's canonical form (``normalize_identifier``), so every later match,
+    raw or hashed, sees the subject as hashing does: an owner spelled ``" user-1"`` in the
+    accounts file is still user-1.
+    """
     if not user_id and not account_id:
         raise ValueError("give user_id or account_id (or both)")
     found: dict[tuple[str, str], Subject] = {}
     if user_id:
-        found["user", user_id] = Subject("user", hash_user(user_id, key), user_id)
+        user = normalize_identifier("user", OWN_PROVIDER, user_id)
+        found["user", user] = Subject("user", hash_user(user, key), user, OWN_PROVIDER)
         for account in accounts:
-            if account.owner_user_id == user_id:
-                subject = Subject(
-                    "account",
-                    hash_id("account", account.provider, account.cloud_id, key),
-                    account.cloud_id,
-                    account.provider,
-                )
+            if canonical("user", OWN_PROVIDER, account.owner_user_id) == (OWN_PROVIDER, user):
+                subject = _account(key, account.provider, account.cloud_id)
                 found["account", subject.hash] = subject
     if account_id:
-        subject = Subject(
-            "account", hash_id("account", provider, account_id, key), account_id, provider
-        )
+        subject = _account(key, provider, account_id)
         found["account", subject.hash] = subject
     return list(found.values())
+
+
+def _account(key: bytes, provider: str, account_id: str) -> Subject:
+    canonical = normalize_identifier("account", provider, account_id)
+    return Subject("account", hash_id("account", provider, canonical, key), canonical, provider)
+
+
+def canonical(kind: str, provider: Any, stored: Any) -> tuple[str, str] | None:
+    """A stored raw (provider, id) in hashing's canonical form, or None where hashing would refuse
+    it (not a string, blank, unknown provider): the one rule by which erasure decides that a raw
+    value names a subject, ``normalize_identifier``'s, so it matches exactly what ``hash_id``
+    matches. A cloud provider is only trimmed and lower-cased: an event spelled ``"AWS"`` by
+    another writer still names the account."""
+    if kind in ("account", "resource"):
+        provider = str(provider).strip().lower()
+    try:
+        return provider, normalize_identifier(kind, provider, stored)
+    except (TypeError, ValueError):
+        return None
 
 
 def erased_hashes(conn: Connection, kind: str) -> set[str]:
@@ -135,31 +158,51 @@ def _delete(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool]) ->
 
 
 def _mentions(subjects: Iterable[Subject]) -> re.Pattern[str] | None:
-    """Whole-token matches of the raw ids: ``user-4`` must not match ``user-42``, while an ARN
-    (``...:123456789012:volume/...``) or an Azure path (``/subscriptions/<id>/``) names its
-    account. Case-insensitive: Azure ids are."""
-    ids = sorted({s.raw_id for s in subjects if s.raw_id}, key=len, reverse=True)
-    if not ids:
+    """Whole-token matches of the canonical ids: ``user-4`` must not match ``user-42``, while an
+    ARN (``...:123456789012:volume/...``) or an Azure path (``/subscriptions/<id>/``) names its
+    account. Case-insensitive where hashing is (Azure ids), case-sensitive elsewhere: ``USER-1``
+    is another user than ``user-1``."""
+    alternatives = [
+        f"(?i:{re.escape(s.raw_id)})" if s.provider == "azure" else re.escape(s.raw_id)
+        for s in sorted(subjects, key=lambda s: len(s.raw_id), reverse=True)
+    ]
+    if not alternatives:
         return None
-    alternatives = "|".join(re.escape(i) for i in ids)
-    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
+    return re.compile(rf"(?<![\w-])(?:{'|'.join(alternatives)})(?![\w-])")
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a JSON document, keys too: searched one by one, so an id is found
+    whatever JSON escaping the document's text form would give it."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _texts(v)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
 
 
 def _quarantine_ids(conn: Connection, pattern: re.Pattern[str]) -> list[int]:
-    """Quarantine rows whose payload names a subject. Read in Python: the payload's shape varies
-    (a bad event, a raw line) and quarantine is small (raw retention)."""
+    """Quarantine rows whose payload, reference or reason names a subject. Read in Python: the
+    payload's shape varies (a bad event, a raw line) and quarantine is small (raw retention)."""
     quarantine = schema.quarantine
     # yield_per on the statement, not the connection: that would stream every later statement
     # of the caller's transaction too (a server-side cursor cannot DELETE on PostgreSQL).
     result = conn.execute(
-        sa.select(quarantine.c.id, quarantine.c.payload, quarantine.c.source_ref).execution_options(
-            yield_per=1_000
-        )
+        sa.select(
+            quarantine.c.id, quarantine.c.payload, quarantine.c.source_ref, quarantine.c.reason
+        ).execution_options(yield_per=1_000)
     )
     return [
         row.id
         for row in result
-        if pattern.search(json.dumps(row.payload, default=str)) or pattern.search(row.source_ref)
+        if any(
+            pattern.search(text)
+            for text in (row.source_ref, row.reason or "", *_texts(row.payload))
+        )
     ]
 
 
@@ -212,8 +255,6 @@ def erase(
     )
     users = sorted(s.hash for s in subjects if s.kind == "user")
     accts = sorted(s.hash for s in subjects if s.kind == "account")
-    raw_accounts = [(s.provider, s.raw_id) for s in subjects if s.kind == "account"]
-    raw_users = [s.raw_id for s in subjects if s.kind == "user"]
     removed: dict[str, int] = {}
 
     def count(table: sa.Table, where: sa.ColumnElement[bool]) -> None:
@@ -242,10 +283,8 @@ def erase(
     if months:
         queries.refresh_waste_eliminated(conn, months, now.replace(tzinfo=None))
 
-    for table in (schema.raw_scans, schema.scan_errors):
-        count(table, _raw_account_match(table, raw_accounts))
-    outbox = schema.resource_action_events
-    count(outbox, sa.or_(outbox.c.user_id.in_(raw_users), _raw_account_match(outbox, raw_accounts)))
+    for table in (schema.raw_scans, schema.scan_errors, schema.resource_action_events):
+        count(table, _raw_match(conn, table, subjects))
     pattern = _mentions(subjects)
     ids = _quarantine_ids(conn, pattern) if pattern else []
     removed[schema.quarantine.fullname] = sum(
@@ -273,13 +312,40 @@ def erase(
     )
 
 
-def _raw_account_match(
-    table: sa.Table, raw_accounts: list[tuple[str | None, str]]
+def _raw_match(
+    conn: Connection, table: sa.Table, subjects: Sequence[Subject]
 ) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.false(),
-        *(sa.and_(table.c.provider == p, table.c.account_id == a) for p, a in raw_accounts),
-    )
+    """The rows of a raw table that name a subject: its account columns (and user column, when
+    it has one) as stored by any writer, with any case or surrounding whitespace.
+
+    The distinct stored values are read and put in canonical form in Python by ``canonical``,
+    then the rows holding the matching stored values are selected by plain equality. So the match
+    is hashing's own rule on both databases, not an SQL ``lower``/``trim`` whose idea of case and
+    whitespace differs from Python's (SQLite lowers ASCII only; ``trim`` strips spaces only).
+    Raw tables keep 30 days: a few distinct accounts and users to read.
+    """
+    matches: list[sa.ColumnElement[bool]] = []
+    accounts = {(s.provider, s.raw_id) for s in subjects if s.kind == "account"}
+    if accounts:
+        stored = conn.execute(sa.select(table.c.provider, table.c.account_id).distinct()).all()
+        matches += [
+            sa.and_(table.c.provider == provider, table.c.account_id == account)
+            for provider, account in stored
+            if canonical("account", provider, account) in accounts
+        ]
+    users = {(s.provider, s.raw_id) for s in subjects if s.kind == "user"}
+    if users and "user_id" in table.c:
+        stored_users = conn.execute(sa.select(table.c.user_id).distinct()).scalars()
+        named = [u for u in stored_users if canonical("user", OWN_PROVIDER, u) in users]
+        matches += [table.c.user_id.in_(chunk) for chunk in queries.in_chunks(named)]
+    return sa.or_(sa.false(), *matches)
+
+
+def _stored_hash(kind: str, provider: Any, stored: Any, key: bytes) -> str | None:
+    """The hash of a stored raw value, None where hashing refuses it (validation quarantines
+    such an event later; deciding whether it names an erased subject must not raise)."""
+    found = canonical(kind, provider, stored)
+    return None if found is None else hash_id(kind, *found, key)
 
 
 def _int_chunks(values: list[int], size: int = 5_000) -> Iterator[list[int]]:
@@ -296,7 +362,8 @@ def drop_erased_events(conn: Connection, events: pd.DataFrame, key: bytes) -> pd
     if not users and not accts:
         return events
     erased = [
-        hash_user(str(u), key) in users or hash_id("account", str(p), str(a), key) in accts
+        _stored_hash("user", OWN_PROVIDER, u, key) in users
+        or _stored_hash("account", p, a, key) in accts
         for u, p, a in zip(events["user_id"], events["provider"], events["account_id"], strict=True)
     ]
     mask = pd.Series(erased, index=events.index)
