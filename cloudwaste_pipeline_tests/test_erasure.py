@@ -7,7 +7,6 @@ the rows past it (boundary rows stay), honours shorter per-user retention and de
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from typing import Any
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
@@ -27,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.privacy import erasure, export_erasure
+from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user
 from cloudwaste_pipeline.privacy.retention import account_owners, cleanup, ml_cutoff
 from cloudwaste_pipeline.warehouse import schema
@@ -300,37 +297,6 @@ def test_erasure_needs_a_subject(sqlite_engine: Engine) -> None:
         erase(sqlite_engine)
 
 
-def test_the_report_lists_the_export_files_holding_the_subject(tmp_path: Path) -> None:
-    week = tmp_path / "weekly" / "2026-11-09"
-    week.mkdir(parents=True)
-    held = pa.table({"account_hash": [a_hash(ACCOUNT_A)], "cost": [1.0]})
-    other = pa.table({"account_hash": [a_hash(ACCOUNT_B)], "cost": [1.0]})
-    pq.write_table(held, week / "ml_training_data_20261115.parquet")
-    pq.write_table(other, week / "cost_trends_20261115.parquet")
-    with gzip.open(week / "ml_training_data_20261115.csv.gz", "wt") as handle:
-        handle.write(f"account_hash\n{a_hash(ACCOUNT_A)}\n")
-    (week / "user_action_patterns_20261115.json").write_text(
-        json.dumps([{"user_hash": hash_user("user-1", KEY)}])
-    )
-    files = {
-        "ml_training_data.parquet": "ml_training_data_20261115.parquet",
-        "ml_training_data.csv": "ml_training_data_20261115.csv.gz",
-        "cost_trends.parquet": "cost_trends_20261115.parquet",
-        "user_action_patterns.json": "user_action_patterns_20261115.json",
-    }
-    manifest = {"files": {k: {"name": v} for k, v in files.items()}}
-    (week / "manifest_20261115.json").write_text(json.dumps(manifest))
-
-    found = export_erasure.exported_files(tmp_path, [a_hash(ACCOUNT_A)])
-    assert [Path(p).name for p in found] == [
-        "ml_training_data_20261115.csv.gz",
-        "ml_training_data_20261115.parquet",
-    ]
-    by_user = export_erasure.exported_files(tmp_path, [hash_user("user-1", KEY)])
-    assert [Path(p).name for p in by_user] == ["user_action_patterns_20261115.json"]
-    assert export_erasure.exported_files(tmp_path, [hash_user("user-10", KEY)]) == []
-
-
 def test_the_cli_prints_hashes_and_counts_and_preferences_stay_refused(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -465,7 +431,8 @@ def test_an_erased_account_stays_erased_through_a_rematerialization(tmp_path: Pa
         report = api.erase(account_id=sim.account_id, reason="test")
 
         assert report.removed["ml_training_data"] > 0 and report.tombstones_added == 1
-        assert any("ml_training_data" in f for f in report.exported_files)
+        assert any("ml_training_data" in f["file"] for f in report.exports.files_rewritten)
+        assert report.complete
         day = TODAY - timedelta(days=2)
         api.record_user_action(
             user_id=sim.owner_user_id,

@@ -19,11 +19,11 @@ assets, the action batch and the cost trends skip tombstoned subjects, so re-mat
 replaying the outbox or rebuilding a month cannot bring the rows back, and exports and training,
 which read these tables, no longer see them.
 
-Export files already written cannot be unwritten by the warehouse: the report lists those that
-hold the subject (``exported_files``, searched by ``privacy/export_erasure.py``) so the operator
-can re-export or delete them. They are searched once the erasure has committed (no row lock is
-held meanwhile), in the local exports folder (``$CLOUDWASTE_HOME/ml_datasets``) and, when one is
-configured, under the S3 exports prefix (``CLOUDWASTE_EXPORTS_S3_URI``).
+Published export files are rewritten without the subject's rows and their manifests updated, and
+export staging debris is removed (``privacy/export_erasure.py``), once the erasure has committed
+(no row lock is held meanwhile): in the local exports folder (``$CLOUDWASTE_HOME/ml_datasets``)
+and, when one is configured, under the S3 exports prefix (``CLOUDWASTE_EXPORTS_S3_URI``). What
+cannot be rewritten is listed in the report as remaining.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     hash_user,
     normalize_identifier,
 )
+from cloudwaste_pipeline.privacy.export_erasure import ExportErasure
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new
 
@@ -62,17 +63,23 @@ class Subject:
 
 @dataclass
 class ErasureReport:
-    """What an erasure did, by hash and count only: safe to print, log and attach to a ticket."""
+    """What an erasure did, per store, by hash, path and count only: safe to print, log and
+    attach to a ticket. ``remaining``: what could not be erased (a file that cannot be
+    rewritten...); the erasure is complete only when it is empty."""
 
     subjects: list[dict[str, str]]
     removed: dict[str, int]
     relabelled_rows: int = 0
     tombstones_added: int = 0
-    exported_files: list[str] = field(default_factory=list)
+    exports: ExportErasure = field(default_factory=ExportErasure)
 
     @property
     def total_removed(self) -> int:
         return sum(self.removed.values())
+
+    @property
+    def complete(self) -> bool:
+        return not self.exports.remaining
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -81,7 +88,11 @@ class ErasureReport:
             "total_rows_removed": self.total_removed,
             "training_rows_relabelled": self.relabelled_rows,
             "tombstones_added": self.tombstones_added,
-            "exported_files_holding_subject": self.exported_files,
+            "export_files_rewritten": self.exports.files_rewritten,
+            "export_rows_removed": sum(f["rows_removed"] for f in self.exports.files_rewritten),
+            "export_staging_folders_removed": self.exports.staging_removed,
+            "remaining": self.exports.remaining,
+            "complete": self.complete,
         }
 
 
