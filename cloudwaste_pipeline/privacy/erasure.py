@@ -14,6 +14,10 @@ What one erasure removes, in one transaction:
   they are the owner's data. Accounts the file does not list (or no file) are not guessed at:
   erase them by account id.
 
+A raw row names a subject when its stored id, put in canonical form by the function hashing uses
+(``anonymize.normalize_identifier``: stripped, Azure ids lower-cased), equals the subject's: the
+raw match is exactly hash equality, whatever case or whitespace a writer stored.
+
 Every erased subject gets a tombstone (``erasure_tombstones``: kind and hash only). The scan
 assets, the action batch and the cost trends skip tombstoned subjects, so re-materializing a day,
 replaying the outbox or rebuilding a month cannot bring the rows back, and exports and training,
