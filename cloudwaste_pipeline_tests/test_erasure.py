@@ -655,3 +655,36 @@ def test_erasure_raw_match_is_hash_equality(
         )
     same = hash_id(kind, provider, asked, KEY) == hash_id(kind, provider, stored, KEY)
     assert (left == 0) == same
+
+
+def test_outbox_events_of_an_erased_subject_are_dropped_whatever_their_spelling(
+    sqlite_engine: Engine,
+) -> None:
+    """The action batch drops a later event of an erased account or user by the same rule as
+    erasure (a provider spelled "AWS", an id with whitespace), and an event that hashing would
+    refuse (a blank user id) does not make the whole batch raise: validation quarantines it."""
+    with sqlite_engine.begin() as conn:
+        erasure.erase(conn, KEY, account_id="111111111111", now=NOW)
+        erasure.erase(conn, KEY, user_id="user-7", now=NOW)
+        for n, (user, provider, account) in enumerate(
+            [
+                ("user-1", " AWS", "111111111111 "),  # the erased account
+                ("user-7\t", "aws", "222222222222"),  # the erased user
+                ("   ", "aws", "222222222222"),  # blank user: not erased, left to validation
+                ("user-1", "gcp", "111111111111"),  # unknown provider: the same
+                ("USER-7", "aws", "222222222222"),  # another user
+            ]
+        ):
+            insert(
+                conn,
+                schema.resource_action_events,
+                {"event_id": f"e{n}", "user_id": user, "provider": provider, "account_id": account}
+                | {"received_at": NOW},
+            )
+        events = pd.DataFrame(
+            [dict(r._mapping) for r in conn.execute(sa.select(schema.resource_action_events))]
+        )
+        kept = erasure.drop_erased_events(conn, events, KEY)
+        stored = conn.execute(sa.select(schema.resource_action_events.c.event_id)).scalars()
+        assert sorted(stored) == ["e2", "e3", "e4"]
+    assert sorted(kept["event_id"]) == ["e2", "e3", "e4"]

@@ -102,9 +102,7 @@ def _erase_manifest(
     try:
         manifest = json.loads(folder.read(manifest_name))
         entries = {k: dict(v) for k, v in manifest["files"].items()}
-        names = {
-            k: Path(str(e.get("name") or e.get("path") or "")).name for k, e in entries.items()
-        }
+        names = {k: listed_name(e) for k, e in entries.items()}
     except Exception as exc:  # unreadable: its files cannot be told apart, nor its entries fixed
         done.remaining.append({"item": folder.label + manifest_name, "reason": _why(exc)})
         return
@@ -280,10 +278,15 @@ def erase_local_exports(exports_dir: Path, wanted: Wanted, now: datetime) -> Exp
                     done.staging_removed.append(str(staging))
                 except OSError as exc:
                     done.remaining.append({"item": str(staging), "reason": _why(exc)})
-        for name in os.listdir(folder):
-            if name.startswith(SCRATCH_PREFIX):  # a rewrite killed before its journal
-                (Path(folder) / name).unlink(missing_ok=True)
-        done.extend(erase_folder(LocalFolder(Path(folder)), wanted, now))
+        try:
+            for name in os.listdir(folder):
+                if name.startswith(SCRATCH_PREFIX):  # a rewrite killed before its journal
+                    (Path(folder) / name).unlink(missing_ok=True)
+            local = LocalFolder(Path(folder))
+        except OSError as exc:  # an unreadable folder: its files cannot be checked
+            done.remaining.append({"item": f"{folder}/", "reason": _why(exc)})
+            continue
+        done.extend(erase_folder(local, wanted, now))
     return done
 
 
