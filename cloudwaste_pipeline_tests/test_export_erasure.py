@@ -254,6 +254,7 @@ def test_what_cannot_be_rewritten_is_listed_as_remaining(tmp_path: Path) -> None
     pq.write_table(
         pa.table({"account_hash": [ERASED, KEPT], "cost": [1.0, 2.0]}),
         week / "ml_training_data_x.parquet",
+        compression="none",  # not the exporter's codec: the rewrite keeps the file's own
     )
     with gzip.open(week / "ml_training_data_x.csv.gz", "wt", newline="") as handle:
         handle.write(f"account_hash,cost\r\n{ERASED},1.0\r\n{KEPT},2.0\r\n")
@@ -289,6 +290,9 @@ def test_what_cannot_be_rewritten_is_listed_as_remaining(tmp_path: Path) -> None
     manifest = json.loads((week / "manifest_x.json").read_text())
     assert manifest["files"]["user_action_patterns.json"] == entries["user_action_patterns.json"]
     assert manifest["files"]["ml_training_data.csv"]["rows"] == 1
+    parquet = pq.ParquetFile(week / "ml_training_data_x.parquet")
+    assert parquet.metadata.row_group(0).column(0).compression == "UNCOMPRESSED"
+    assert parquet.read().to_pylist() == [{"account_hash": KEPT, "cost": 2.0}]
     assert read_export(week / "ml_training_data_x.csv.gz") == [
         {"account_hash": KEPT, "cost": "2.0"}
     ]

@@ -24,6 +24,7 @@ HASH_COLUMNS = ("account_hash", "user_hash")
 """The exported columns that can name a subject."""
 
 FORMATS = ("parquet", "csv", "json")
+KINDS = ("account", "user")
 
 
 class Unrewritable(ValueError):
@@ -52,9 +53,6 @@ class Wanted:
 
     def names(self, row: Mapping[str, Any]) -> bool:
         return any(row.get(c) in hashes for c, hashes in self.by_column().items() if hashes)
-
-
-KINDS = ("account", "user")
 
 
 def file_format(name: str) -> tuple[str, bool]:
@@ -120,9 +118,10 @@ def _rewrite_parquet(source: Path, target: Path, wanted: Wanted) -> tuple[int, i
     parquet = pq.ParquetFile(source)
     schema = parquet.schema_arrow
     metadata = parquet.metadata
-    codec = (
-        metadata.row_group(0).column(0).compression.lower() if metadata.num_row_groups else "snappy"
-    )
+    codec = "snappy"  # the exporter's default, for a file without a row group to tell
+    if metadata.num_row_groups and metadata.num_columns:
+        codec = metadata.row_group(0).column(0).compression.lower()
+    codec = "none" if codec == "uncompressed" else codec
     columns = {c: h for c, h in wanted.by_column().items() if h and c in schema.names}
     kept = removed = 0
     with pq.ParquetWriter(target, schema, compression=codec) as writer:
