@@ -33,7 +33,7 @@ cannot be rewritten is listed in the report as remaining.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -172,18 +172,27 @@ def _delete(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool]) ->
     return conn.execute(sa.delete(table).where(where)).rowcount or 0
 
 
-def _mentions(subjects: Iterable[Subject]) -> re.Pattern[str] | None:
-    """Whole-token matches of the canonical ids: ``user-4`` must not match ``user-42``, while an
-    ARN (``...:123456789012:volume/...``) or an Azure path (``/subscriptions/<id>/``) names its
-    account. Case-insensitive where hashing is (Azure ids), case-sensitive elsewhere: ``USER-1``
-    is another user than ``user-1``."""
-    alternatives = [
-        f"(?i:{re.escape(s.raw_id)})" if s.provider == "azure" else re.escape(s.raw_id)
-        for s in sorted(subjects, key=lambda s: len(s.raw_id), reverse=True)
-    ]
-    if not alternatives:
+def _mentions(subjects: Iterable[Subject]) -> Callable[[str], bool] | None:
+    """Whether a text names a subject: whole-token matches of the canonical ids, so ``user-4``
+    does not match ``user-42`` while an ARN (``...:123456789012:volume/...``) or an Azure path
+    (``/subscriptions/<id>/``) names its account. Azure ids are searched in the lower-cased text
+    (``str.lower``, as hashing lower-cases them; a regex's case folding differs for some
+    letters); other ids as written: ``USER-1`` is another user than ``user-1``."""
+
+    def tokens(ids: set[str]) -> re.Pattern[str] | None:
+        if not ids:
+            return None
+        alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+        return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+
+    exact = tokens({s.raw_id for s in subjects if s.provider != "azure"})
+    folded = tokens({s.raw_id for s in subjects if s.provider == "azure"})
+    if exact is None and folded is None:
         return None
-    return re.compile(rf"(?<![\w-])(?:{'|'.join(alternatives)})(?![\w-])")
+    return lambda text: bool(
+        (exact is not None and exact.search(text))
+        or (folded is not None and folded.search(text.lower()))
+    )
 
 
 def _texts(value: Any) -> Iterator[str]:
@@ -200,7 +209,7 @@ def _texts(value: Any) -> Iterator[str]:
             yield from _texts(item)
 
 
-def _quarantine_ids(conn: Connection, pattern: re.Pattern[str]) -> list[int]:
+def _quarantine_ids(conn: Connection, mentions: Callable[[str], bool]) -> list[int]:
     """Quarantine rows whose payload, reference or reason names a subject. Read in Python: the
     payload's shape varies (a bad event, a raw line) and quarantine is small (raw retention)."""
     quarantine = schema.quarantine
@@ -214,10 +223,7 @@ def _quarantine_ids(conn: Connection, pattern: re.Pattern[str]) -> list[int]:
     return [
         row.id
         for row in result
-        if any(
-            pattern.search(text)
-            for text in (row.source_ref, row.reason or "", *_texts(row.payload))
-        )
+        if any(mentions(text) for text in (row.source_ref, row.reason or "", *_texts(row.payload)))
     ]
 
 
@@ -300,8 +306,8 @@ def erase(
 
     for table in (schema.raw_scans, schema.scan_errors, schema.resource_action_events):
         count(table, _raw_match(conn, table, subjects))
-    pattern = _mentions(subjects)
-    ids = _quarantine_ids(conn, pattern) if pattern else []
+    mentions = _mentions(subjects)
+    ids = _quarantine_ids(conn, mentions) if mentions else []
     removed[schema.quarantine.fullname] = sum(
         _delete(conn, schema.quarantine, schema.quarantine.c.id.in_(chunk))
         for chunk in _int_chunks(ids)
