@@ -245,6 +245,21 @@ def test_staging_debris_is_removed(sqlite_engine: Engine, tmp_path: Path) -> Non
             assert ERASED not in pq.read_table(path).column("account_hash").to_pylist()
 
 
+def test_an_incomplete_s3_upload_is_aborted(bucket: str) -> None:
+    """A killed S3 export leaves the parts of a multipart upload: stored, holding rows, but no
+    object lists them."""
+    s3 = boto3.client("s3")
+    key = f"ml/weekly/{MONDAY}/ml_training_data_{STAMP}.csv"
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    s3.upload_part(Bucket=bucket, Key=key, UploadId=upload, PartNumber=1, Body=ERASED.encode())
+
+    done = export_erasure.erase_s3_exports(s3, bucket, "ml/", WANTED, NOW)
+
+    assert done.staging_removed == [f"s3://{bucket}/{key} (incomplete upload)"]
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert done.remaining == []
+
+
 def test_what_cannot_be_rewritten_is_listed_as_remaining(tmp_path: Path) -> None:
     """A hand-made folder: a Parquet and a gzipped CSV file are rewritten; a JSON file not in
     the exporter's layout, a file of an unknown format and a listed file that is missing are

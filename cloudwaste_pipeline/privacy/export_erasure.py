@@ -22,7 +22,7 @@ write error, an S3 permission) is reported as remaining, never skipped in silenc
 Staging folders (``.staging-*``) under the exports folder hold unpublished files that may name the
 subject: an export killed mid-write leaves them, and one running now may have read the subject's
 rows before the erasure committed. They are removed (such a running export then fails and is run
-again, now without the subject).
+again, now without the subject), and so are the incomplete multipart uploads under the S3 prefix.
 """
 
 from __future__ import annotations
@@ -293,10 +293,12 @@ def erase_local_exports(exports_dir: Path, wanted: Wanted, now: datetime) -> Exp
 def erase_s3_exports(
     client: Any, bucket: str, prefix: str, wanted: Wanted, now: datetime
 ) -> ExportErasure:
-    """Every folder under the S3 exports prefix, from one paginated listing."""
+    """Every folder under the S3 exports prefix, from one paginated listing; incomplete
+    multipart uploads under it aborted first."""
     done = ExportErasure()
     if not wanted.hashes:
         return done
+    _abort_uploads(client, bucket, prefix, done)
     try:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         keys = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
@@ -312,3 +314,23 @@ def erase_s3_exports(
             s3 = S3Folder(client, bucket, folder, names, Path(work))
             done.extend(erase_folder(s3, wanted, now))
     return done
+
+
+def _abort_uploads(client: Any, bucket: str, prefix: str, done: ExportErasure) -> None:
+    """S3's staging debris: the parts of an upload a killed export never completed are stored
+    (and may name the subject) though no object shows them; an upload running now may carry rows
+    read before the erasure committed. Aborted, as local staging folders are removed."""
+    try:
+        pages = client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=bucket, Prefix=prefix
+        )
+        uploads = [(u["Key"], u["UploadId"]) for page in pages for u in page.get("Uploads", [])]
+    except Exception as exc:
+        done.remaining.append({"item": f"s3://{bucket}/{prefix} uploads", "reason": _why(exc)})
+        return
+    for key, upload_id in uploads:
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+            done.staging_removed.append(f"s3://{bucket}/{key} (incomplete upload)")
+        except Exception as exc:
+            done.remaining.append({"item": f"s3://{bucket}/{key} (upload)", "reason": _why(exc)})
