@@ -244,9 +244,6 @@ def _settle_journal(folder: Folder, journal_name: str, done: ExportErasure) -> N
     _commit(folder, manifest_name, journal_name, old, journal, installed, done)
 
 
-# --- the stores ---------------------------------------------------------------------------------
-
-
 def _dump(document: dict[str, Any]) -> bytes:
     return json.dumps(document, indent=2, sort_keys=True, default=str).encode()
 
@@ -261,6 +258,9 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, Unrewritable):
         return str(exc)
     return f"cannot be rewritten ({type(exc).__name__})"
+
+
+# --- the stores ---------------------------------------------------------------------------------
 
 
 def erase_local_exports(exports_dir: Path, wanted: Wanted, now: datetime) -> ExportErasure:
