@@ -27,9 +27,10 @@ from cloudwaste_pipeline.exports import (
     export_subfolder,
     resolve_window,
 )
-from cloudwaste_pipeline.privacy import erasure
+from cloudwaste_pipeline.privacy import erasure, export_erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_user, load_key
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
+from cloudwaste_pipeline.privacy.export_rows import Wanted
 from cloudwaste_pipeline.quality import export_if_valid
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
@@ -295,15 +296,17 @@ def erase(
     """GDPR erasure of a user and/or a cloud account (see ``privacy/erasure.py``).
 
     Removes every row derived from the subject from every table (for a user, also the accounts
-    they own per the accounts file), records a tombstone so no re-run brings them back, and
-    reports rows removed per table and the export files already written that hold the subject
-    (local, and under the S3 exports prefix when ``CLOUDWASTE_EXPORTS_S3_URI`` is set).
-    The report carries hashes and counts only, never the ids given.
+    they own per the accounts file), records a tombstone so no re-run brings them back, then
+    rewrites the published export files that hold the subject without its rows (local, and under
+    the S3 exports prefix when ``CLOUDWASTE_EXPORTS_S3_URI`` is set) and removes export staging
+    debris. The report lists per store what was removed and what remains (``complete``); it
+    carries hashes, paths and counts only, never the ids given.
     """
     from cloudwaste_pipeline.defs.resources import FilesResource, s3_client
 
     path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
     accounts = load_accounts(path) if path.exists() else []
+    now = settings.now()
     with engine(database_url).begin() as conn:
         report = erasure.erase(
             conn,
@@ -313,15 +316,18 @@ def erase(
             provider=provider,
             accounts=accounts,
             reason=reason,
-            now=settings.now(),
+            now=now,
         )
-    # After the commit: searching the exports (large, maybe remote) must not hold row locks.
-    hashes = [s["hash"] for s in report.subjects]
-    report.exported_files = erasure.exported_files(settings.paths().exports, hashes)
+    # After the commit: rewriting the exports (large, maybe remote) must not hold row locks.
+    wanted = Wanted.of(report.subjects)
+    report.exports = export_erasure.erase_local_exports(settings.paths().exports, wanted, now)
     files = FilesResource()
     location = files.exports_s3_location()
     if location is not None:
-        report.exported_files += erasure.exported_objects(s3_client(files), *location, hashes)
+        bucket, prefix = location
+        report.exports.extend(
+            export_erasure.erase_s3_exports(s3_client(files), bucket, prefix, wanted, now)
+        )
     return report
 
 

@@ -196,6 +196,14 @@ def main(argv: list[str] | None = None) -> int:
                 reason=args.reason,
             )
             print(json.dumps(report.as_dict(), indent=2))
+            if not report.complete:
+                remaining = len(report.exports.remaining)
+                print(
+                    f"cloudwaste: erasure incomplete: {remaining} export item(s) could not be "
+                    'rewritten or removed (listed under "remaining")',
+                    file=sys.stderr,
+                )
+                return 1
     except KeyboardInterrupt:
         print("cloudwaste: interrupted", file=sys.stderr)
         return 130

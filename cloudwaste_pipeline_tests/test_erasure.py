@@ -7,18 +7,19 @@ the rows past it (boundary rows stay), honours shorter per-user retention and de
 
 from __future__ import annotations
 
-import gzip
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import api
@@ -27,6 +28,7 @@ from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user
 from cloudwaste_pipeline.privacy.retention import account_owners, cleanup, ml_cutoff
 from cloudwaste_pipeline.warehouse import schema
+from cloudwaste_pipeline.warehouse.engine import dispose_engines, make_engine, upgrade
 from cloudwaste_pipeline.warehouse.load import bulk_insert
 
 KEY = b"erasure-test-key-0123456789abcdef"
@@ -295,37 +297,6 @@ def test_erasure_needs_a_subject(sqlite_engine: Engine) -> None:
         erase(sqlite_engine)
 
 
-def test_the_report_lists_the_export_files_holding_the_subject(tmp_path: Path) -> None:
-    week = tmp_path / "weekly" / "2026-11-09"
-    week.mkdir(parents=True)
-    held = pa.table({"account_hash": [a_hash(ACCOUNT_A)], "cost": [1.0]})
-    other = pa.table({"account_hash": [a_hash(ACCOUNT_B)], "cost": [1.0]})
-    pq.write_table(held, week / "ml_training_data_20261115.parquet")
-    pq.write_table(other, week / "cost_trends_20261115.parquet")
-    with gzip.open(week / "ml_training_data_20261115.csv.gz", "wt") as handle:
-        handle.write(f"account_hash\n{a_hash(ACCOUNT_A)}\n")
-    (week / "user_action_patterns_20261115.json").write_text(
-        json.dumps([{"user_hash": hash_user("user-1", KEY)}])
-    )
-    files = {
-        "ml_training_data.parquet": "ml_training_data_20261115.parquet",
-        "ml_training_data.csv": "ml_training_data_20261115.csv.gz",
-        "cost_trends.parquet": "cost_trends_20261115.parquet",
-        "user_action_patterns.json": "user_action_patterns_20261115.json",
-    }
-    manifest = {"files": {k: {"name": v} for k, v in files.items()}}
-    (week / "manifest_20261115.json").write_text(json.dumps(manifest))
-
-    found = erasure.exported_files(tmp_path, [a_hash(ACCOUNT_A)])
-    assert [Path(p).name for p in found] == [
-        "ml_training_data_20261115.csv.gz",
-        "ml_training_data_20261115.parquet",
-    ]
-    by_user = erasure.exported_files(tmp_path, [hash_user("user-1", KEY)])
-    assert [Path(p).name for p in by_user] == ["user_action_patterns_20261115.json"]
-    assert erasure.exported_files(tmp_path, [hash_user("user-10", KEY)]) == []
-
-
 def test_the_cli_prints_hashes_and_counts_and_preferences_stay_refused(
     sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -460,7 +431,8 @@ def test_an_erased_account_stays_erased_through_a_rematerialization(tmp_path: Pa
         report = api.erase(account_id=sim.account_id, reason="test")
 
         assert report.removed["ml_training_data"] > 0 and report.tombstones_added == 1
-        assert any("ml_training_data" in f for f in report.exported_files)
+        assert any("ml_training_data" in f["file"] for f in report.exports.files_rewritten)
+        assert report.complete
         day = TODAY - timedelta(days=2)
         api.record_user_action(
             user_id=sim.owner_user_id,
@@ -481,3 +453,251 @@ def test_an_erased_account_stays_erased_through_a_rematerialization(tmp_path: Pa
             )
             assert result.success, job
         assert traces(engine, acct, sim.account_id) == {}
+
+
+# --- one normalisation: erasure matches what hashing matches ---------------------------------
+
+AZURE_SUB = "9b2a6c1e-0f3d-4a5b-8c7d-112233445566"
+
+
+@dataclass(frozen=True)
+class Variants:
+    """One subject stored under other spellings in each raw store, and a near miss that is
+    another subject by hashing's rules (so it must stay)."""
+
+    kind: str  # account, user
+    provider: str  # aws, azure, cloudwaste (users)
+    canonical: str
+    erase_as: str
+    stored: tuple[str, str, str, str]  # raw_scans, scan_errors, outbox, quarantine spellings
+    other: str
+
+
+VARIANTS = {
+    "aws account, whitespace": Variants(
+        "account",
+        "aws",
+        "111111111111",
+        " 111111111111\t",
+        ("111111111111", " 111111111111", "111111111111 \n", "\u00a0111111111111"),
+        "111111111112",
+    ),
+    "azure subscription, case and whitespace": Variants(
+        "account",
+        "azure",
+        AZURE_SUB,
+        f"{AZURE_SUB.upper()}\n",
+        (AZURE_SUB, AZURE_SUB.upper(), f" {AZURE_SUB.title()} ", f"\t{AZURE_SUB.upper()}"),
+        AZURE_SUB.replace("9b2a", "9b2b"),
+    ),
+    "user, whitespace (case is significant)": Variants(
+        "user",
+        "cloudwaste",
+        "user-7",
+        "user-7 ",
+        ("user-7", " user-7", "user-7\t", "\u3000user-7"),
+        "USER-7",
+    ),
+}
+
+
+def store_variants(engine: Engine, case: Variants) -> None:
+    """The subject's and the near miss's rows in every store: ML rows by hash, raw rows by the
+    spellings other writers used."""
+    owner_acct = "333333333333"  # the account of the user's outbox events: not erased
+    with engine.begin() as conn:
+        for raw_id in (case.canonical, case.other):
+            digest = hash_id(case.kind, case.provider, raw_id, KEY)
+            if case.kind == "user":
+                insert(conn, schema.user_preferences, {"user_hash": digest})
+                insert(
+                    conn,
+                    schema.user_action_patterns,
+                    {"user_hash": digest, "event_hash": digest, "account_hash": "c" * 64}
+                    | {"action_at": NOW},
+                )
+            else:
+                insert(
+                    conn,
+                    schema.ml_training_data,
+                    {"account_hash": digest, "detected_at": NOW, "scan_date": TODAY},
+                )
+                insert(conn, schema.cost_trend_data, {"account_hash": digest, "month": "2026-11"})
+        spellings = [*zip(case.stored, range(4), strict=True), (case.other, 9)]
+        for spelled, n in spellings:
+            account = owner_acct if case.kind == "user" else spelled
+            provider = "aws" if case.kind == "user" else case.provider
+            if case.kind == "account" and n in (0, 9):
+                insert(
+                    conn,
+                    schema.raw_scans,
+                    {"provider": provider, "account_id": spelled, "scan_date": TODAY},
+                )
+            if case.kind == "account" and n in (1, 9):
+                insert(
+                    conn,
+                    schema.scan_errors,
+                    {"provider": provider, "account_id": spelled, "scan_date": TODAY},
+                )
+            if n in (2, 9):
+                insert(
+                    conn,
+                    schema.resource_action_events,
+                    {
+                        "event_id": f"evt-{n}",
+                        "user_id": spelled if case.kind == "user" else "user-1",
+                        "account_id": account,
+                        "provider": provider,
+                        "received_at": NOW,
+                    },
+                )
+            if n in (3, 9):
+                field_name = "user_id" if case.kind == "user" else "line"
+                text = spelled if case.kind == "user" else f"/subscriptions/{spelled}/x"
+                insert(
+                    conn,
+                    schema.quarantine,
+                    {"source_ref": f"q.jsonl:{n}", "payload": {field_name: text}},
+                )
+
+
+@pytest.mark.parametrize("case", VARIANTS.values(), ids=VARIANTS.keys())
+def test_erasure_matches_every_spelling_hashing_matches(engine: Engine, case: Variants) -> None:
+    """An id given with other case (Azure) or whitespace than the stored ones: every raw store
+    and every ML table loses the subject's rows, and the near miss keeps all of its own."""
+    store_variants(engine, case)
+    provider = case.provider if case.kind == "account" else "aws"
+    subject = {f"{case.kind}_id": case.erase_as, "provider": provider}
+    with engine.begin() as conn:
+        report = erasure.erase(conn, KEY, now=NOW, **subject)
+
+    digest = hash_id(case.kind, case.provider, case.canonical, KEY)
+    other = hash_id(case.kind, case.provider, case.other, KEY)
+    assert traces(engine, digest) == {}
+    left = rows_text(engine)
+    raw_tables = ("raw.raw_scans", "raw.scan_errors", "raw.resource_action_events")
+    for table in (*raw_tables, "raw.quarantine"):
+        assert all(case.other in text or "333333333333" in text for text in left[table]), table
+        assert sum(case.other in text for text in left[table]) <= 1, table
+    assert sum(len(left[t]) for t in (*raw_tables, "raw.quarantine")) == (
+        2 if case.kind == "user" else 4  # the near miss: outbox and quarantine, + scans, errors
+    )
+    assert traces(engine, other)
+    raw_removed = {t: report.removed[t] for t in (*raw_tables, "raw.quarantine")}
+    assert raw_removed == {
+        "raw.raw_scans": 0 if case.kind == "user" else 1,
+        "raw.scan_errors": 0 if case.kind == "user" else 1,
+        "raw.resource_action_events": 1,
+        "raw.quarantine": 1,
+    }
+    assert case.erase_as.strip() not in json.dumps(report.as_dict())
+
+
+@pytest.fixture(scope="module")
+def shared_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """One migrated SQLite warehouse for every example of a hypothesis test (a function-scoped
+    fixture would be shared between examples anyway, unreset)."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('hypothesis') / 'warehouse' / 'warehouse.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    yield engine
+    dispose_engines(url)
+
+
+SUBJECT_KINDS = [("account", "aws"), ("account", "azure"), ("user", "cloudwaste")]
+ID_CHARS = "aAbBzZ019-_.éÉßİ"
+SPACES = " \t\n\r\x0b\x0c\x1c\x85\u00a0\u2028\u3000"
+
+
+@st.composite
+def spelling(draw: st.DrawFn, base: str) -> str:
+    """``base`` with some letters' case flipped and whitespace around it."""
+    flips = draw(st.lists(st.booleans(), min_size=len(base), max_size=len(base)))
+    text = "".join(c.swapcase() if f else c for c, f in zip(base, flips, strict=True))
+    pad = st.text(alphabet=SPACES, max_size=3)
+    return draw(pad) + text + draw(pad)
+
+
+@st.composite
+def two_spellings(draw: st.DrawFn) -> tuple[str, str, str, str]:
+    """(kind, provider, the id asked for, the id stored): spellings of one id, or of two."""
+    kind, provider = draw(st.sampled_from(SUBJECT_KINDS))
+    ids = st.text(alphabet=ID_CHARS, min_size=1, max_size=8)
+    base = draw(ids)
+    other = draw(st.one_of(st.just(base), ids))
+    return kind, provider, draw(spelling(base)), draw(spelling(other))
+
+
+@settings(derandomize=True, max_examples=150, deadline=None)
+@given(two_spellings())
+# str.lower turns İ into two letters, a regex's case folding into none: the text is lowered
+@example(("account", "azure", "SUB-İ", " sub-İ"))
+def test_erasure_raw_match_is_hash_equality(
+    shared_sqlite: Engine, spellings: tuple[str, str, str, str]
+) -> None:
+    """For any two spellings: the raw row stored under one is erased by erasing the other
+    exactly when ``hash_id`` gives both the same hash; a quarantined payload naming it goes
+    whenever the hashes agree (a free-text search may take more, never less)."""
+    kind, provider, asked, stored = spellings
+    with shared_sqlite.begin() as conn:
+        for table in (
+            schema.raw_scans,
+            schema.resource_action_events,
+            schema.erasure_tombstones,
+            schema.quarantine,
+        ):
+            conn.execute(sa.delete(table))
+        insert(conn, schema.quarantine, {"source_ref": "q", "payload": {"id": stored}})
+        if kind == "account":
+            values = {"provider": provider, "account_id": stored, "scan_date": TODAY}
+            insert(conn, schema.raw_scans, values)
+        else:
+            values = {"event_id": "e", "user_id": stored, "account_id": "1", "provider": "aws"}
+            insert(conn, schema.resource_action_events, values | {"received_at": NOW})
+        subject = {f"{kind}_id": asked, "provider": provider if kind == "account" else "aws"}
+        erasure.erase(conn, KEY, now=NOW, **subject)
+        left = (
+            conn.execute(sa.select(sa.func.count()).select_from(schema.raw_scans)).scalar_one()
+            + conn.execute(
+                sa.select(sa.func.count()).select_from(schema.resource_action_events)
+            ).scalar_one()
+        )
+        quarantined = conn.execute(
+            sa.select(sa.func.count()).select_from(schema.quarantine)
+        ).scalar_one()
+    same = hash_id(kind, provider, asked, KEY) == hash_id(kind, provider, stored, KEY)
+    assert (left == 0) == same
+    assert quarantined == 0 or not same
+
+
+def test_outbox_events_of_an_erased_subject_are_dropped_whatever_their_spelling(
+    sqlite_engine: Engine,
+) -> None:
+    """The action batch drops a later event of an erased account or user by the same rule as
+    erasure (a provider spelled "AWS", an id with whitespace), and an event that hashing would
+    refuse (a blank user id) does not make the whole batch raise: validation quarantines it."""
+    with sqlite_engine.begin() as conn:
+        erasure.erase(conn, KEY, account_id="111111111111", now=NOW)
+        erasure.erase(conn, KEY, user_id="user-7", now=NOW)
+        for n, (user, provider, account) in enumerate(
+            [
+                ("user-1", " AWS", "111111111111 "),  # the erased account
+                ("user-7\t", "aws", "222222222222"),  # the erased user
+                ("   ", "aws", "222222222222"),  # blank user: not erased, left to validation
+                ("user-1", "gcp", "111111111111"),  # unknown provider: the same
+                ("USER-7", "aws", "222222222222"),  # another user
+            ]
+        ):
+            insert(
+                conn,
+                schema.resource_action_events,
+                {"event_id": f"e{n}", "user_id": user, "provider": provider, "account_id": account}
+                | {"received_at": NOW},
+            )
+        events = pd.DataFrame(
+            [dict(r._mapping) for r in conn.execute(sa.select(schema.resource_action_events))]
+        )
+        kept = erasure.drop_erased_events(conn, events, KEY)
+        stored = conn.execute(sa.select(schema.resource_action_events.c.event_id)).scalars()
+        assert sorted(stored) == ["e2", "e3", "e4"]
+    assert sorted(kept["event_id"]) == ["e2", "e3", "e4"]

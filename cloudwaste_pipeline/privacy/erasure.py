@@ -14,70 +14,76 @@ What one erasure removes, in one transaction:
   they are the owner's data. Accounts the file does not list (or no file) are not guessed at:
   erase them by account id.
 
+A raw row names a subject when its stored id, put in canonical form by the function hashing uses
+(``anonymize.normalize_identifier``: stripped, Azure ids lower-cased), equals the subject's: the
+raw match is exactly hash equality, whatever case or whitespace a writer stored.
+
 Every erased subject gets a tombstone (``erasure_tombstones``: kind and hash only). The scan
 assets, the action batch and the cost trends skip tombstoned subjects, so re-materializing a day,
 replaying the outbox or rebuilding a month cannot bring the rows back, and exports and training,
 which read these tables, no longer see them.
 
-Export files already written cannot be unwritten by the warehouse: the report lists those that
-hold the subject (``exported_files``) so the operator can re-export or delete them. They are
-searched once the erasure has committed (no row lock is held meanwhile), in the local exports
-folder (``$CLOUDWASTE_HOME/ml_datasets``) and, when one is configured, under the S3 exports
-prefix (``CLOUDWASTE_EXPORTS_S3_URI``), from the export manifests: per exported dataset, the
-Parquet file's hash columns alone are read (columnar, cheap), else the CSV or JSON file is
-scanned for the subject's hashes as bytes (a 64-hex HMAC cannot occur by chance). Every format
-of a dataset holds the same rows, so a hit lists them all.
+Published export files are rewritten without the subject's rows and their manifests updated, and
+export staging debris is removed (``privacy/export_erasure.py``), once the erasure has committed
+(no row lock is held meanwhile): in the local exports folder (``$CLOUDWASTE_HOME/ml_datasets``)
+and, when one is configured, under the S3 exports prefix (``CLOUDWASTE_EXPORTS_S3_URI``). What
+cannot be rewritten is listed in the report as remaining.
 """
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import pandas as pd
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cloudwaste_pipeline.accounts import Account
-from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_user
+from cloudwaste_pipeline.privacy.anonymize import (
+    OWN_PROVIDER,
+    hash_id,
+    hash_user,
+    normalize_identifier,
+)
+from cloudwaste_pipeline.privacy.export_erasure import ExportErasure
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new
-
-HASH_COLUMNS = ("account_hash", "user_hash")
-"""The exported columns that can name a subject."""
 
 
 @dataclass(frozen=True)
 class Subject:
-    """One erased user or account. ``raw_id`` only matches raw-store rows; it is never stored."""
+    """One erased user or account. ``raw_id`` (canonical, see ``canonical``) only matches
+    raw-store rows; it is never stored."""
 
     kind: str  # user, account
     hash: str
     raw_id: str
-    provider: str | None = None
+    provider: str  # aws or azure for accounts, cloudwaste for users
 
 
 @dataclass
 class ErasureReport:
-    """What an erasure did, by hash and count only: safe to print, log and attach to a ticket."""
+    """What an erasure did, per store, by hash, path and count only: safe to print, log and
+    attach to a ticket. ``remaining``: what could not be erased (a file that cannot be
+    rewritten...); the erasure is complete only when it is empty."""
 
     subjects: list[dict[str, str]]
     removed: dict[str, int]
     relabelled_rows: int = 0
     tombstones_added: int = 0
-    exported_files: list[str] = field(default_factory=list)
+    exports: ExportErasure = field(default_factory=ExportErasure)
 
     @property
     def total_removed(self) -> int:
         return sum(self.removed.values())
+
+    @property
+    def complete(self) -> bool:
+        return not self.exports.remaining
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -86,7 +92,11 @@ class ErasureReport:
             "total_rows_removed": self.total_removed,
             "training_rows_relabelled": self.relabelled_rows,
             "tombstones_added": self.tombstones_added,
-            "exported_files_holding_subject": self.exported_files,
+            "export_files_rewritten": self.exports.files_rewritten,
+            "export_rows_removed": sum(f["rows_removed"] for f in self.exports.files_rewritten),
+            "export_staging_folders_removed": self.exports.staging_removed,
+            "remaining": self.exports.remaining,
+            "complete": self.complete,
         }
 
 
@@ -98,27 +108,45 @@ def subjects_for(
     provider: str = "aws",
     accounts: Sequence[Account] = (),
 ) -> list[Subject]:
-    """The user and/or account asked for, plus the accounts the user owns per ``accounts``."""
+    """The user and/or account asked for, plus the accounts the user owns per ``accounts``.
+
+    Ids are kept in hashing's canonical form (``normalize_identifier``), so every later match,
+    raw or hashed, sees the subject as hashing does: an owner spelled ``" user-1"`` in the
+    accounts file is still user-1.
+    """
     if not user_id and not account_id:
         raise ValueError("give user_id or account_id (or both)")
     found: dict[tuple[str, str], Subject] = {}
     if user_id:
-        found["user", user_id] = Subject("user", hash_user(user_id, key), user_id)
+        user = normalize_identifier("user", OWN_PROVIDER, user_id)
+        found["user", user] = Subject("user", hash_user(user, key), user, OWN_PROVIDER)
         for account in accounts:
-            if account.owner_user_id == user_id:
-                subject = Subject(
-                    "account",
-                    hash_id("account", account.provider, account.cloud_id, key),
-                    account.cloud_id,
-                    account.provider,
-                )
+            if canonical("user", OWN_PROVIDER, account.owner_user_id) == (OWN_PROVIDER, user):
+                subject = _account(key, account.provider, account.cloud_id)
                 found["account", subject.hash] = subject
     if account_id:
-        subject = Subject(
-            "account", hash_id("account", provider, account_id, key), account_id, provider
-        )
+        subject = _account(key, provider, account_id)
         found["account", subject.hash] = subject
     return list(found.values())
+
+
+def _account(key: bytes, provider: str, account_id: str) -> Subject:
+    canonical = normalize_identifier("account", provider, account_id)
+    return Subject("account", hash_id("account", provider, canonical, key), canonical, provider)
+
+
+def canonical(kind: str, provider: Any, stored: Any) -> tuple[str, str] | None:
+    """A stored raw (provider, id) in hashing's canonical form, or None where hashing would refuse
+    it (not a string, blank, unknown provider): the one rule by which erasure decides that a raw
+    value names a subject, ``normalize_identifier``'s, so it matches exactly what ``hash_id``
+    matches. A cloud provider is only trimmed and lower-cased: an event spelled ``"AWS"`` by
+    another writer still names the account."""
+    if kind in ("account", "resource"):
+        provider = str(provider).strip().lower()
+    try:
+        return provider, normalize_identifier(kind, provider, stored)
+    except (TypeError, ValueError):
+        return None
 
 
 def erased_hashes(conn: Connection, kind: str) -> set[str]:
@@ -144,32 +172,58 @@ def _delete(conn: Connection, table: sa.Table, where: sa.ColumnElement[bool]) ->
     return conn.execute(sa.delete(table).where(where)).rowcount or 0
 
 
-def _mentions(subjects: Iterable[Subject]) -> re.Pattern[str] | None:
-    """Whole-token matches of the raw ids: ``user-4`` must not match ``user-42``, while an ARN
-    (``...:123456789012:volume/...``) or an Azure path (``/subscriptions/<id>/``) names its
-    account. Case-insensitive: Azure ids are."""
-    ids = sorted({s.raw_id for s in subjects if s.raw_id}, key=len, reverse=True)
-    if not ids:
+def _mentions(subjects: Iterable[Subject]) -> Callable[[str], bool] | None:
+    """Whether a text names a subject: whole-token matches of the canonical ids, so ``user-4``
+    does not match ``user-42`` while an ARN (``...:123456789012:volume/...``) or an Azure path
+    (``/subscriptions/<id>/``) names its account. Azure ids are searched in the lower-cased text
+    (``str.lower``, as hashing lower-cases them; a regex's case folding differs for some
+    letters); other ids as written: ``USER-1`` is another user than ``user-1``."""
+
+    def tokens(ids: set[str]) -> re.Pattern[str] | None:
+        if not ids:
+            return None
+        alternatives = "|".join(re.escape(i) for i in sorted(ids, key=len, reverse=True))
+        return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])")
+
+    exact = tokens({s.raw_id for s in subjects if s.provider != "azure"})
+    folded = tokens({s.raw_id for s in subjects if s.provider == "azure"})
+    if exact is None and folded is None:
         return None
-    alternatives = "|".join(re.escape(i) for i in ids)
-    return re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])", re.IGNORECASE)
+    return lambda text: bool(
+        (exact is not None and exact.search(text))
+        or (folded is not None and folded.search(text.lower()))
+    )
 
 
-def _quarantine_ids(conn: Connection, pattern: re.Pattern[str]) -> list[int]:
-    """Quarantine rows whose payload names a subject. Read in Python: the payload's shape varies
-    (a bad event, a raw line) and quarantine is small (raw retention)."""
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a JSON document, keys too: searched one by one, so an id is found
+    whatever JSON escaping the document's text form would give it."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield str(k)
+            yield from _texts(v)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _texts(item)
+
+
+def _quarantine_ids(conn: Connection, mentions: Callable[[str], bool]) -> list[int]:
+    """Quarantine rows whose payload, reference or reason names a subject. Read in Python: the
+    payload's shape varies (a bad event, a raw line) and quarantine is small (raw retention)."""
     quarantine = schema.quarantine
     # yield_per on the statement, not the connection: that would stream every later statement
     # of the caller's transaction too (a server-side cursor cannot DELETE on PostgreSQL).
     result = conn.execute(
-        sa.select(quarantine.c.id, quarantine.c.payload, quarantine.c.source_ref).execution_options(
-            yield_per=1_000
-        )
+        sa.select(
+            quarantine.c.id, quarantine.c.payload, quarantine.c.source_ref, quarantine.c.reason
+        ).execution_options(yield_per=1_000)
     )
     return [
         row.id
         for row in result
-        if pattern.search(json.dumps(row.payload, default=str)) or pattern.search(row.source_ref)
+        if any(mentions(text) for text in (row.source_ref, row.reason or "", *_texts(row.payload)))
     ]
 
 
@@ -222,8 +276,6 @@ def erase(
     )
     users = sorted(s.hash for s in subjects if s.kind == "user")
     accts = sorted(s.hash for s in subjects if s.kind == "account")
-    raw_accounts = [(s.provider, s.raw_id) for s in subjects if s.kind == "account"]
-    raw_users = [s.raw_id for s in subjects if s.kind == "user"]
     removed: dict[str, int] = {}
 
     def count(table: sa.Table, where: sa.ColumnElement[bool]) -> None:
@@ -252,12 +304,10 @@ def erase(
     if months:
         queries.refresh_waste_eliminated(conn, months, now.replace(tzinfo=None))
 
-    for table in (schema.raw_scans, schema.scan_errors):
-        count(table, _raw_account_match(table, raw_accounts))
-    outbox = schema.resource_action_events
-    count(outbox, sa.or_(outbox.c.user_id.in_(raw_users), _raw_account_match(outbox, raw_accounts)))
-    pattern = _mentions(subjects)
-    ids = _quarantine_ids(conn, pattern) if pattern else []
+    for table in (schema.raw_scans, schema.scan_errors, schema.resource_action_events):
+        count(table, _raw_match(conn, table, subjects))
+    mentions = _mentions(subjects)
+    ids = _quarantine_ids(conn, mentions) if mentions else []
     removed[schema.quarantine.fullname] = sum(
         _delete(conn, schema.quarantine, schema.quarantine.c.id.in_(chunk))
         for chunk in _int_chunks(ids)
@@ -283,13 +333,40 @@ def erase(
     )
 
 
-def _raw_account_match(
-    table: sa.Table, raw_accounts: list[tuple[str | None, str]]
+def _raw_match(
+    conn: Connection, table: sa.Table, subjects: Sequence[Subject]
 ) -> sa.ColumnElement[bool]:
-    return sa.or_(
-        sa.false(),
-        *(sa.and_(table.c.provider == p, table.c.account_id == a) for p, a in raw_accounts),
-    )
+    """The rows of a raw table that name a subject: its account columns (and user column, when
+    it has one) as stored by any writer, with any case or surrounding whitespace.
+
+    The distinct stored values are read and put in canonical form in Python by ``canonical``,
+    then the rows holding the matching stored values are selected by plain equality. So the match
+    is hashing's own rule on both databases, not an SQL ``lower``/``trim`` whose idea of case and
+    whitespace differs from Python's (SQLite lowers ASCII only; ``trim`` strips spaces only).
+    Raw tables keep 30 days: a few distinct accounts and users to read.
+    """
+    matches: list[sa.ColumnElement[bool]] = []
+    accounts = {(s.provider, s.raw_id) for s in subjects if s.kind == "account"}
+    if accounts:
+        stored = conn.execute(sa.select(table.c.provider, table.c.account_id).distinct()).all()
+        matches += [
+            sa.and_(table.c.provider == provider, table.c.account_id == account)
+            for provider, account in stored
+            if canonical("account", provider, account) in accounts
+        ]
+    users = {(s.provider, s.raw_id) for s in subjects if s.kind == "user"}
+    if users and "user_id" in table.c:
+        stored_users = conn.execute(sa.select(table.c.user_id).distinct()).scalars()
+        named = [u for u in stored_users if canonical("user", OWN_PROVIDER, u) in users]
+        matches += [table.c.user_id.in_(chunk) for chunk in queries.in_chunks(named)]
+    return sa.or_(sa.false(), *matches)
+
+
+def _stored_hash(kind: str, provider: Any, stored: Any, key: bytes) -> str | None:
+    """The hash of a stored raw value, None where hashing refuses it (validation quarantines
+    such an event later; deciding whether it names an erased subject must not raise)."""
+    found = canonical(kind, provider, stored)
+    return None if found is None else hash_id(kind, *found, key)
 
 
 def _int_chunks(values: list[int], size: int = 5_000) -> Iterator[list[int]]:
@@ -306,7 +383,8 @@ def drop_erased_events(conn: Connection, events: pd.DataFrame, key: bytes) -> pd
     if not users and not accts:
         return events
     erased = [
-        hash_user(str(u), key) in users or hash_id("account", str(p), str(a), key) in accts
+        _stored_hash("user", OWN_PROVIDER, u, key) in users
+        or _stored_hash("account", p, a, key) in accts
         for u, p, a in zip(events["user_id"], events["provider"], events["account_id"], strict=True)
     ]
     mask = pd.Series(erased, index=events.index)
@@ -314,100 +392,3 @@ def drop_erased_events(conn: Connection, events: pd.DataFrame, key: bytes) -> pd
     for chunk in _int_chunks([int(s) for s in events.loc[mask, "seq"]]):
         conn.execute(sa.delete(outbox).where(outbox.c.seq.in_(chunk)))
     return events[~mask].reset_index(drop=True)
-
-
-def _holds(name: str, stream: BinaryIO, hashes: set[str]) -> bool:
-    """Whether one exported file holds one of ``hashes``: Parquet by its hash columns alone
-    (``stream`` must then be seekable), any other format (gzipped or not) by a streamed byte
-    search, with an overlap so that a hash split across two blocks is still seen."""
-    if name.endswith(".parquet"):
-        parquet = pq.ParquetFile(stream)
-        columns = [c for c in HASH_COLUMNS if c in parquet.schema_arrow.names]
-        if not columns:
-            return False
-        table = parquet.read(columns=columns)
-        return any(bool(set(table.column(c).to_pylist()) & hashes) for c in columns)
-    if name.endswith(".gz"):
-        stream = gzip.GzipFile(fileobj=stream)  # type: ignore[assignment]
-    needles = [h.encode() for h in hashes]
-    overlap = max(len(n) for n in needles) - 1
-    tail = b""
-    for block in iter(lambda: stream.read(1 << 20), b""):
-        window = tail + block
-        if any(n in window for n in needles):
-            return True
-        tail = window[-overlap:]
-    return False
-
-
-def _by_dataset(manifest: dict[str, Any]) -> dict[str, list[str]]:
-    """The file names a manifest lists, per dataset, the one to search first."""
-    by_dataset: dict[str, list[str]] = {}
-    for name, entry in manifest.get("files", {}).items():
-        # ``name`` in the current manifests, ``path`` (a file name too) in earlier ones.
-        file_name = Path(str(entry.get("name") or entry.get("path", ""))).name
-        if file_name:
-            by_dataset.setdefault(name.rsplit(".", 1)[0], []).append(file_name)
-    order = {"parquet": 0, "csv": 1, "json": 2}
-    return {
-        dataset: sorted(names, key=lambda n: (order.get(n.split(".")[1], 3), n))
-        for dataset, names in by_dataset.items()
-    }
-
-
-def exported_files(exports_dir: Path, hashes: Iterable[str]) -> list[str]:
-    """Files listed by the manifests under ``exports_dir`` that hold one of ``hashes``.
-
-    One format per dataset is searched (Parquet first: only its hash columns are read); all the
-    dataset's files are reported, since every format holds the same rows.
-    """
-    wanted = set(hashes)
-    if not wanted or not exports_dir.exists():
-        return []
-    hits: list[str] = []
-    for manifest in sorted(exports_dir.rglob("manifest_*.json")):
-        for names in _by_dataset(json.loads(manifest.read_text())).values():
-            paths = [manifest.parent / n for n in names if (manifest.parent / n).exists()]
-            if not paths:
-                continue
-            with paths[0].open("rb") as handle:
-                if _holds(paths[0].name, handle, wanted):
-                    hits.extend(str(p) for p in sorted(paths))
-    return hits
-
-
-def exported_objects(client: Any, bucket: str, prefix: str, hashes: Iterable[str]) -> list[str]:
-    """``s3://`` URIs of the objects listed by the manifests under ``prefix`` that hold one of
-    ``hashes``: the same search as ``exported_files``, on exports published to S3.
-
-    One ``list_objects_v2`` listing (paginated) finds the manifests and tells which of the
-    files they list still exist. A Parquet object is downloaded to a temporary file (its footer
-    and hash columns need random access); the others are searched as they stream in, so memory
-    stays flat whatever the export's size.
-    """
-    wanted = set(hashes)
-    if not wanted:
-        return []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    keys = {obj["Key"] for page in pages for obj in page.get("Contents", [])}
-    manifests = sorted(
-        k for k in keys if re.fullmatch(r"manifest_[^/]*\.json", k.rsplit("/", 1)[-1])
-    )
-    hits: list[str] = []
-    for manifest_key in manifests:
-        folder = manifest_key[: manifest_key.rfind("/") + 1]
-        body = client.get_object(Bucket=bucket, Key=manifest_key)["Body"].read()
-        for names in _by_dataset(json.loads(body)).values():
-            present = [n for n in names if folder + n in keys]
-            if present and _s3_holds(client, bucket, folder + present[0], wanted):
-                hits.extend(f"s3://{bucket}/{folder}{n}" for n in sorted(present))
-    return hits
-
-
-def _s3_holds(client: Any, bucket: str, key: str, hashes: set[str]) -> bool:
-    if key.endswith(".parquet"):
-        with tempfile.TemporaryFile() as handle:
-            client.download_fileobj(bucket, key, handle)
-            handle.seek(0)
-            return _holds(key, handle, hashes)  # type: ignore[arg-type]
-    return _holds(key, client.get_object(Bucket=bucket, Key=key)["Body"], hashes)
