@@ -132,10 +132,13 @@ class KeyChain(bytes):
         return chain
 
     def __eq__(self, other: object) -> bool:
-        return bytes(self) == other and self.previous == getattr(other, "previous", ())
+        if not isinstance(other, bytes):
+            return NotImplemented
+        return key_sequence(self) == key_sequence(other)
 
     def __ne__(self, other: object) -> bool:
-        return not self == other
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
 
     def __hash__(self) -> int:
         return hash((bytes(self), self.previous))
