@@ -9,6 +9,7 @@ cloudwaste record-action --user-id U --account-id A --provider aws \
     --resource-id ARN --action deleted
 cloudwaste erase --account-id A [--provider aws] [--reason TICKET]
 cloudwaste erase --user-id U      GDPR erasure; prints what was removed (hashes, counts)
+cloudwaste rotate-key --new-key-file FILE   re-key every stored hash (FILE "-": stdin)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import date
 from tqdm import tqdm
 
 from cloudwaste_pipeline import api
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import ExportProgress
 
 
@@ -94,7 +96,26 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("--account-id")
     erase.add_argument("--provider", default="aws", choices=["aws", "azure"])
     erase.add_argument("--reason", help="e.g. the ticket number (kept with the tombstone)")
+    rotate = commands.add_parser(
+        "rotate-key", help="re-key the warehouse's hashes to a new anonymization key"
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        required=True,
+        help='file holding the new key ("-": read it from stdin); never a command-line argument',
+    )
     return parser
+
+
+def _read_new_key(path: str) -> str:
+    """The new key from a file or stdin: an argument would show in ``ps`` and shell history."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CloudWasteError(f"cannot read the new key from {path}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
                 reason=args.reason,
             )
             print(json.dumps(report.as_dict(), indent=2))
+        elif args.command == "rotate-key":
+            rotated = api.rotate_key(_read_new_key(args.new_key_file))
+            print(json.dumps(rotated.as_dict(), indent=2))
     except (ValueError, RuntimeError) as exc:
         print(f"cloudwaste: {exc}", file=sys.stderr)
         return 2

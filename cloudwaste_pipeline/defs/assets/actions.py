@@ -125,7 +125,7 @@ def user_action_patterns(
     warehouse: WarehouseResource,
     anonymizer: AnonymizerResource,
 ) -> dg.MaterializeResult:
-    key = anonymizer.key_bytes()
+    key = anonymizer.key_bytes(warehouse)
     created_at = settings.now()
     with warehouse.engine().begin() as conn:
         pending = pending_events(conn, config, key)
