@@ -23,7 +23,7 @@ from cloudwaste_pipeline.exports import (
     export_subfolder,
     resolve_window,
 )
-from cloudwaste_pipeline.privacy import erasure, keyring
+from cloudwaste_pipeline.privacy import erasure, keyring, rotation
 from cloudwaste_pipeline.privacy.anonymize import hash_user
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
 from cloudwaste_pipeline.quality import export_if_valid
@@ -326,14 +326,14 @@ def predict_waste(
     return [float(p) for p in model.predict_proba(build_features(rows))[:, 1]]
 
 
-def rotate_key(new_key: str, *, database_url: str | None = None) -> keyring.RotationReport:
+def rotate_key(new_key: str, *, database_url: str | None = None) -> rotation.RotationReport:
     """Re-key the warehouse to ``new_key``: every stored hash becomes HMAC(new key, hash), in one
-    transaction, and the new key epoch is recorded (see ``privacy/keyring.py``).
+    transaction, and the new key epoch is recorded (see ``privacy/rotation.py``).
 
     The current key chain comes from the environment and must be the warehouse's (else
     ``KeyMismatchError``, nothing changed). Afterwards set ``CLOUDWASTE_ANONYMIZATION_KEY`` to
     the new key and append the old one to ``CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS``.
     """
     old = keyring.load_keychain()
-    new = keyring.new_key_from_text(new_key)
-    return keyring.rotate(engine(database_url), old, new, settings.now())
+    new = rotation.new_key_from_text(new_key)
+    return rotation.rotate(engine(database_url), old, new, settings.now())

@@ -28,7 +28,7 @@ from cloudwaste_pipeline.defs.resources import (
     CloudResource,
     WarehouseResource,
 )
-from cloudwaste_pipeline.privacy import keyring
+from cloudwaste_pipeline.privacy import keyring, rotation
 from cloudwaste_pipeline.privacy.anonymize import KEY_ENV_VAR, KeyChain, hash_id
 from cloudwaste_pipeline.privacy.keyring import PREVIOUS_KEYS_ENV_VAR, KeyMismatchError
 from cloudwaste_pipeline.scanning.model import Detection, RawScan, Resource
@@ -42,7 +42,7 @@ OWNER = "user-42"
 DAY = date(2026, 11, 10)
 NOW = datetime(2026, 11, 12, 1, 0, tzinfo=UTC)
 DERIVED = [ml_training_data, resource_lifecycle_events, cloudwatch_metrics_history]
-HASHED_TABLES = [t for t, _ in keyring.hash_columns()]
+HASHED_TABLES = [t for t, _ in rotation.hash_columns()]
 
 
 def arn(n: int) -> str:
@@ -131,7 +131,7 @@ def hashes(engine: Engine) -> dict[str, list[tuple[Any, ...]]]:
     with engine.connect() as conn:
         return {
             table.name: sorted((tuple(r) for r in conn.execute(sa.select(*columns))), key=repr)
-            for table, columns in keyring.hash_columns()
+            for table, columns in rotation.hash_columns()
         }
 
 
@@ -281,10 +281,12 @@ def test_rotation_rekeys_every_hash_and_new_scans_land_on_them(
 
     assert report.epoch == 2 and report.rows_rewritten["ml_training_data"] == 3
     assert counts(home) == before
+
+    def rekey(value: str) -> str:
+        return rotation.rekey_hash(value, K2.encode())
+
     rekeyed = {
-        table: sorted(
-            (tuple(v and keyring.rekey_hash(v, K2.encode()) for v in row) for row in rows), key=repr
-        )
+        table: sorted((tuple(v and rekey(v) for v in row) for row in rows), key=repr)
         for table, rows in old.items()
     }
     assert hashes(home) == rekeyed
@@ -358,7 +360,7 @@ def test_a_writer_that_checked_before_a_rotation_cannot_commit_after_it(engine: 
     keyring.ensure_key(engine, K1.encode())
     other_process = _create(url(engine))
     try:
-        keyring.rotate(other_process, K1.encode(), K2.encode(), NOW)
+        rotation.rotate(other_process, K1.encode(), K2.encode(), NOW)
     finally:
         other_process.dispose()
     row = {"user_hash": "ab" * 32, "data_retention_years": 3, "updated_at": NOW}
@@ -406,3 +408,56 @@ def test_the_previous_keys_setting_is_read_in_order_and_checked() -> None:
     assert keyring.load_keychain(env) == KeyChain(K3.encode(), [K1.encode(), K2.encode()])
     with pytest.raises(ValueError, match=PREVIOUS_KEYS_ENV_VAR):
         keyring.load_keychain({KEY_ENV_VAR: K3, PREVIOUS_KEYS_ENV_VAR: "short"})
+
+
+def test_an_upgraded_warehouse_adopts_only_the_key_its_rows_were_written_with(
+    home: Engine,
+) -> None:
+    """Rows written before migration 0005 recorded any key: the raw store tells which key made
+    them, so a first writer with another key is refused rather than recorded as epoch 1."""
+    assert derive(home, K1).success
+    with home.begin() as conn:
+        conn.execute(schema.anonymization_keys.delete())  # as before migration 0005
+    rows = hashes(home)
+
+    assert mismatch(derive(home, K2))
+    with home.connect() as conn:
+        assert keyring.history(conn) == []
+    assert derive(home, K1).success
+    assert hashes(home) == rows
+    with home.connect() as conn:
+        assert [e.fingerprint for e in keyring.history(conn)] == [keyring.fingerprint(K1.encode())]
+
+
+def test_a_rotation_killed_before_it_commits_leaves_the_warehouse_as_it_was(
+    home: Engine, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from cloudwaste_pipeline.faults import CRASH_ENV, CRASH_EXIT_CODE
+
+    assert derive(home, K1).success
+    old = hashes(home)
+    key_file = tmp_path / "new.key"
+    key_file.write_text(K2)
+    rotate = [sys.executable, "-m", "cloudwaste_pipeline.cli", "rotate-key"]
+    env = {**os.environ, CRASH_ENV: "keyring.rotate.rewritten"}
+
+    killed = subprocess.run([*rotate, "--new-key-file", str(key_file)], env=env, check=False)
+
+    assert killed.returncode == CRASH_EXIT_CODE
+    assert hashes(home) == old
+    with home.connect() as conn:
+        assert len(keyring.history(conn)) == 1
+    assert api.rotate_key(K2).epoch == 2  # and the next attempt completes
+
+
+def test_chain_at_gives_the_hash_space_of_an_earlier_epoch() -> None:
+    chain = KeyChain(K3.encode(), [K1.encode(), K2.encode()])
+    assert keyring.chain_at(chain, 1) == KeyChain(K1.encode())
+    assert keyring.chain_at(chain, 2) == KeyChain(K2.encode(), [K1.encode()])
+    assert keyring.chain_at(chain, 3) == chain
+    with pytest.raises(ValueError):
+        keyring.chain_at(chain, 4)

@@ -7,20 +7,22 @@ key (``schema.anonymization_keys``, one row per epoch) and every writer compares
 against that history before it writes anything (``ensure_key``); a mismatch raises
 ``KeyMismatchError`` and nothing is written.
 
-Epoch 1 is recorded by the first process that hashes against the warehouse. A warehouse upgraded
-from before migration 0005 already holds rows but no history: its first writer's key is recorded
-as epoch 1 unchecked (there is nothing to check it against), so run the first job after the
-upgrade with the key the warehouse was written with.
+Epoch 1 is recorded by the first process that hashes against the warehouse (two racing first
+writers insert-if-absent, and the loser is checked against the winner). A warehouse upgraded from
+before migration 0005 holds rows but no history: its first writer's key is checked against the
+raw store where it can be (the hashes of a day's raw accounts must be among that day's ML rows);
+when the raw store has nothing to compare with (older than raw retention), the first writer's key
+is recorded unchecked, so run the first job after the upgrade with the warehouse's key.
 
-Rotation (``rotate``) needs no raw id: every stored hash ``h`` becomes ``HMAC(new key, h)`` in one
-transaction, and the new key's epoch is recorded in the same transaction. Afterwards a process
-hashes through the chain of every key (``KeyChain``: the current key in
-``CLOUDWASTE_ANONYMIZATION_KEY``, the older ones, oldest first, in
+Rotation (``rotation.rotate``) needs no raw id: every stored hash ``h`` becomes
+``HMAC(new key, h)`` in one transaction, and the new key's epoch is recorded in the same
+transaction. Afterwards a process hashes through the chain of every key (``KeyChain``: the current
+key in ``CLOUDWASTE_ANONYMIZATION_KEY``, the older ones, oldest first, in
 ``CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS``), which lands exactly on the re-keyed values. A leaked
 old key alone no longer re-identifies anything: every stored hash also depends on the new key.
 
 Mixing is impossible even while a rotation runs: once a process has checked its key, every
-transaction it commits on that engine re-reads the current epoch inside the transaction and
+transaction that writes on that engine re-reads the current epoch inside the transaction and
 refuses to commit if it changed (on PostgreSQL under a shared advisory lock the rotation takes
 exclusively, on SQLite under the database's write lock the rotation holds), so a run that started
 before a rotation fails instead of writing old-space hashes after it.
@@ -33,8 +35,8 @@ import hmac
 import os
 import weakref
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -47,6 +49,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     KEY_ENV_VAR,
     MIN_KEY_BYTES,
     KeyChain,
+    hash_id,
     key_sequence,
     load_key,
 )
@@ -76,7 +79,7 @@ def fingerprint(key: bytes) -> str:
     return hmac.new(bytes(key), FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
 
 
-def _secret(value: str, name: str) -> bytes:
+def secret_from_text(value: str, name: str) -> bytes:
     secret = value.strip().encode("utf-8")
     if len(secret) < MIN_KEY_BYTES:
         raise CloudWasteError(
@@ -94,7 +97,7 @@ def load_keychain(env: Mapping[str, str] | None = None) -> KeyChain:
     source = os.environ if env is None else env
     current = load_key(source)
     listed = [p for p in (source.get(PREVIOUS_KEYS_ENV_VAR) or "").split(",") if p.strip()]
-    return KeyChain(current, [_secret(p, PREVIOUS_KEYS_ENV_VAR) for p in listed])
+    return KeyChain(current, [secret_from_text(p, PREVIOUS_KEYS_ENV_VAR) for p in listed])
 
 
 @dataclass(frozen=True)
@@ -153,7 +156,30 @@ def _insert_if_absent(conn: Connection, row: dict[str, Any]) -> None:
     conn.execute(insert.on_conflict_do_nothing())
 
 
-def _check_or_record(conn: Connection, key: bytes) -> Epoch:
+def _check_unrecorded_rows(conn: Connection, key: bytes) -> None:
+    """A warehouse written before its key was recorded (upgraded from before migration 0005):
+    check the first writer's key where the raw store allows it. The newest day holding both raw
+    scans and ML rows must have ML rows under the hash of one of that day's raw accounts."""
+    raw, ml = schema.raw_scans, schema.ml_training_data
+    derived = sa.select(ml.c.id).where(ml.c.scan_date == raw.c.scan_date).exists()
+    day = conn.execute(sa.select(sa.func.max(raw.c.scan_date)).where(derived)).scalar()
+    if day is None:
+        return  # nothing to compare with: the key is recorded unchecked (see the docstring)
+    accounts = conn.execute(
+        sa.select(raw.c.provider, raw.c.account_id).where(raw.c.scan_date == day)
+    ).all()
+    hashes = [hash_id("account", p, a, key) for p, a in accounts]
+    match = sa.select(ml.c.id).where(ml.c.scan_date == day, ml.c.account_hash.in_(hashes))
+    if conn.execute(match.limit(1)).first() is None:
+        raise KeyMismatchError(
+            f"{KEY_ENV_VAR} is not the key this warehouse's rows were written with (their "
+            f"hashes of {day} match none of that day's raw scans under it), and the warehouse has "
+            f"no recorded key yet. Nothing was written. Set {KEY_ENV_VAR} to the key the "
+            "warehouse was written with; it is then recorded as key epoch 1."
+        )
+
+
+def check_or_record(conn: Connection, key: bytes) -> Epoch:
     recorded = history(conn)
     if not recorded:
         if getattr(key, "previous", ()):
@@ -161,6 +187,7 @@ def _check_or_record(conn: Connection, key: bytes) -> Epoch:
                 f"the warehouse has no key history yet, but {PREVIOUS_KEYS_ENV_VAR} is set: a new "
                 f"warehouse starts at epoch 1 with {KEY_ENV_VAR} alone. Nothing was written."
             )
+        _check_unrecorded_rows(conn, key)
         now = settings.now().replace(tzinfo=None)
         _insert_if_absent(
             conn,
@@ -183,11 +210,20 @@ def ensure_key(bind: Engine | Connection, key: bytes) -> Epoch:
     On an engine, it also arms the commit guard (see the module docstring) for this engine.
     """
     if isinstance(bind, Connection):
-        return _check_or_record(bind, key)
-    with _unguarded(bind) as conn, conn.begin():
-        current = _check_or_record(conn, key)
+        return check_or_record(bind, key)
+    with unguarded_connection(bind) as conn, conn.begin():
+        current = check_or_record(conn, key)
     _arm_guard(bind, current)
     return current
+
+
+def chain_at(key: bytes, epoch: int) -> KeyChain:
+    """``key``'s chain as it was at ``epoch`` (1 = the first key alone): the hash space of an
+    export whose manifest records that epoch, e.g. to find an erased subject in it."""
+    keys = key_sequence(key)
+    if not 1 <= epoch <= len(keys):
+        raise ValueError(f"key epoch {epoch} is not in this chain of {len(keys)} key(s)")
+    return KeyChain(keys[epoch - 1], keys[: epoch - 1])
 
 
 def checked_key(bind: Engine, env: Mapping[str, str] | None = None) -> KeyChain:
@@ -231,7 +267,8 @@ def same_epoch(bind: Engine | Connection, before: dict[str, Any] | None) -> dict
 _verified: weakref.WeakKeyDictionary[Engine, tuple[int, str]] = weakref.WeakKeyDictionary()
 
 
-def _unguarded(engine: Engine) -> Connection:
+def unguarded_connection(engine: Engine) -> Connection:
+    """A connection the commit guard leaves alone: the keyring's own (recording, rotating)."""
     return engine.connect().execution_options(**{_UNGUARDED: True})
 
 
@@ -292,128 +329,3 @@ def _arm_guard(engine: Engine, current: Epoch) -> None:
         sa.event.listen(engine, "begin", _on_begin)
         sa.event.listen(engine, "commit", _on_commit)
     _verified[engine] = (current.epoch, current.fingerprint)
-
-
-# ---- rotation ------------------------------------------------------------------------------
-
-
-@dataclass
-class RotationReport:
-    """What a rotation did: hashes and counts only, never a key."""
-
-    epoch: int
-    fingerprint: str
-    method: str = METHOD_REKEY
-    rows_rewritten: dict[str, int] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "fingerprint": self.fingerprint,
-            "method": self.method,
-            "rows_rewritten": self.rows_rewritten,
-            "next_step": (
-                f"set {KEY_ENV_VAR} to the new key and append the old one to "
-                f"{PREVIOUS_KEYS_ENV_VAR} (oldest first) everywhere the pipeline runs"
-            ),
-        }
-
-
-def hash_columns() -> list[tuple[sa.Table, list[sa.Column[Any]]]]:
-    """Every anonymized-id column of the warehouse (the ``_hash`` columns of the ML, model
-    output, tombstone and preference tables); the raw store holds no hash."""
-    found = []
-    for table in schema.metadata.sorted_tables:
-        columns = [c for c in table.columns if c.name.endswith("_hash")]
-        if table.schema is None and columns:
-            found.append((table, columns))
-    return found
-
-
-def rekey_hash(old_hash: str, new_key: bytes) -> str:
-    """One chain step: the re-keyed value of a stored hash (see ``anonymize.digest``)."""
-    return hmac.new(bytes(new_key), old_hash.encode("ascii"), hashlib.sha256).hexdigest()
-
-
-_MAP = sa.Table(
-    "cloudwaste_rekey_map",
-    sa.MetaData(),
-    sa.Column("old_hash", sa.String(64), primary_key=True),
-    sa.Column("new_hash", sa.String(64), nullable=False),
-    prefixes=["TEMPORARY"],
-)
-_BATCH = 5_000
-
-
-def _lock_exclusively(conn: Connection) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": KEY_LOCK})
-    else:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def _map_new_values(conn: Connection, column: sa.Column[Any], new_key: bytes) -> None:
-    """Add the column's values not mapped yet to the old -> new map (computed here: HMAC is not
-    available in SQL on either database without extensions)."""
-    known = sa.select(_MAP.c.old_hash)
-    query = sa.select(column).where(column.is_not(None), column.not_in(known)).distinct()
-    values = conn.execute(query).scalars().all()  # read whole before the map changes under it
-    for start in range(0, len(values), _BATCH):
-        rows = [
-            {"old_hash": h, "new_hash": rekey_hash(h, new_key)} for h in values[start:][:_BATCH]
-        ]
-        conn.execute(_MAP.insert(), rows)
-
-
-def _rewrite(conn: Connection, new_key: bytes) -> dict[str, int]:
-    _MAP.create(conn)
-    counts = {}
-    for table, columns in hash_columns():
-        rewritten = 0
-        for column in columns:
-            _map_new_values(conn, column, new_key)
-            update = (
-                table.update()
-                .values({column.name: _MAP.c.new_hash})
-                .where(column == _MAP.c.old_hash)
-            )
-            rewritten = max(rewritten, conn.execute(update).rowcount)
-        counts[table.name] = rewritten
-    _MAP.drop(conn)
-    return counts
-
-
-def rotate(engine: Engine, old_key: bytes, new_key: bytes, now: datetime) -> RotationReport:
-    """Re-key every stored hash as ``HMAC(new_key, hash)`` and record the new epoch, in one
-    transaction under the key lock.
-
-    One transaction rather than resumable batches: the warehouse is in the old space or in the
-    new one, never between, and a failure (or a kill) leaves it as it was, so no "rotating" state
-    has to be recorded, honoured by every writer and cleaned up. Writers wait for the lock (or
-    fail on SQLite's busy timeout) and then refuse to commit under the old key.
-    ``old_key`` is the full current chain; it must match the recorded history exactly.
-    """
-    new_fp = fingerprint(new_key)
-    now = now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now
-    with _unguarded(engine) as conn, conn.begin():
-        _lock_exclusively(conn)
-        current = _check_or_record(conn, old_key)
-        used = {e.fingerprint: e.epoch for e in history(conn)}
-        if new_fp in used:
-            raise CloudWasteError(
-                f"the new key is the key of epoch {used[new_fp]} of this warehouse: a rotation "
-                "needs a key never used before. Nothing was changed."
-            )
-        counts = _rewrite(conn, new_key)
-        epoch = current.epoch + 1
-        conn.execute(
-            schema.anonymization_keys.insert().values(
-                epoch=epoch, fingerprint=new_fp, method=METHOD_REKEY, created_at=now
-            )
-        )
-    return RotationReport(epoch=epoch, fingerprint=new_fp, rows_rewritten=counts)
-
-
-def new_key_from_text(value: str) -> bytes:
-    """A new key as typed or read from a file, held to the same rules as the current key."""
-    return _secret(value, "the new key")
