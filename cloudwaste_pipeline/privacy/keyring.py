@@ -80,6 +80,8 @@ def fingerprint(key: bytes) -> str:
 
 
 def secret_from_text(value: str, name: str) -> bytes:
+    """A key as typed (stripped, as ``load_key`` strips), held to the same minimum length; the
+    error names where it came from, never the key."""
     secret = value.strip().encode("utf-8")
     if len(secret) < MIN_KEY_BYTES:
         raise CloudWasteError(
@@ -92,7 +94,8 @@ def load_keychain(env: Mapping[str, str] | None = None) -> KeyChain:
     """The key chain from ``env`` (default ``os.environ``): the one place previous keys are read.
 
     ``CLOUDWASTE_ANONYMIZATION_KEY`` is the current key; ``CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS``
-    the keys of the earlier epochs, oldest first, separated by commas.
+    the keys of the earlier epochs, oldest first, separated by commas (so a key holds no comma:
+    the hex keys the README suggests never do).
     """
     source = os.environ if env is None else env
     current = load_key(source)
