@@ -275,6 +275,7 @@ def test_rotation_rekeys_every_hash_and_new_scans_land_on_them(
     assert dg.materialize([user_action_patterns], resources=resources(home, K1)).success
     api.erase(account_id="210987654321", reason="another account's tombstone")
     before, old = counts(home), hashes(home)
+    monkeypatch.setattr(rotation, "_BATCH", 2)  # several batches of the old -> new map
 
     report = api.rotate_key(K2)
 

@@ -31,8 +31,6 @@ from cloudwaste_pipeline.privacy.keyring import (
 )
 from cloudwaste_pipeline.warehouse import schema
 
-# ---- rotation ------------------------------------------------------------------------------
-
 
 @dataclass
 class RotationReport:
@@ -96,9 +94,8 @@ def _map_new_values(conn: Connection, column: sa.Column[Any], new_key: bytes) ->
     query = sa.select(column).where(column.is_not(None), column.not_in(known)).distinct()
     values = conn.execute(query).scalars().all()  # read whole before the map changes under it
     for start in range(0, len(values), _BATCH):
-        rows = [
-            {"old_hash": h, "new_hash": rekey_hash(h, new_key)} for h in values[start:][:_BATCH]
-        ]
+        batch = values[start : start + _BATCH]
+        rows = [{"old_hash": h, "new_hash": rekey_hash(h, new_key)} for h in batch]
         conn.execute(_MAP.insert(), rows)
 
 
