@@ -27,8 +27,8 @@ from cloudwaste_pipeline.exports import (
     export_subfolder,
     resolve_window,
 )
-from cloudwaste_pipeline.privacy import erasure, export_erasure
-from cloudwaste_pipeline.privacy.anonymize import hash_user, load_key
+from cloudwaste_pipeline.privacy import erasure, export_erasure, keyring, rotation
+from cloudwaste_pipeline.privacy.anonymize import hash_user
 from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
 from cloudwaste_pipeline.privacy.export_rows import Wanted
 from cloudwaste_pipeline.quality import export_if_valid
@@ -50,6 +50,13 @@ def engine(database_url: str | None = None) -> sa.Engine:
     built = make_engine(database_url or settings.database_url())
     upgrade(built)
     return built
+
+
+def _checked_key(built: sa.Engine) -> bytes:
+    """The key chain from the environment, checked against the warehouse's key history: every
+    call that hashes stops here (``KeyMismatchError``) before writing, if the key is not the
+    warehouse's."""
+    return keyring.checked_key(built)
 
 
 def record_user_action(
@@ -116,8 +123,8 @@ def set_user_preferences(
     """Store (or replace) a user's ML preferences under their hash; returns the hash."""
     if not 1 <= retention_years <= 10:
         raise ValueError("retention_years must be between 1 and 10")
-    key = load_key()
-    user_hash = hash_user(user_id, key)
+    warehouse = engine(database_url)
+    user_hash = hash_user(user_id, _checked_key(warehouse))
     now = settings.now().replace(tzinfo=None)
     table = schema.user_preferences
     row = {
@@ -129,7 +136,7 @@ def set_user_preferences(
         "data_retention_years": retention_years,
         "updated_at": now,
     }
-    with engine(database_url).begin() as conn:
+    with warehouse.begin() as conn:
         if erasure.is_erased(conn, "user", user_hash):
             # The pipeline drops an erased user's actions; preferences alone would be a trace.
             raise ValueError("this user was erased (GDPR); their preferences are not stored")
@@ -307,10 +314,13 @@ def erase(
     path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
     accounts = load_accounts(path) if path.exists() else []
     now = settings.now()
-    with engine(database_url).begin() as conn:
+    warehouse = engine(database_url)
+    # A wrong key would hash to rows that do not exist: erase nothing and report success.
+    key = _checked_key(warehouse)
+    with warehouse.begin() as conn:
         report = erasure.erase(
             conn,
-            load_key(),
+            key,
             user_id=user_id,
             account_id=account_id,
             provider=provider,
@@ -356,9 +366,25 @@ def predict_waste(
             return []
         now = settings.now()
         try:
-            rows = training_rows(list(detections), load_key(), now.date(), now)
+            # Unchecked on purpose: nothing is written and no feature uses a hash, so the
+            # prediction does not depend on the key (nor need a warehouse).
+            key = keyring.load_keychain()
+            rows = training_rows(list(detections), key, now.date(), now)
         except KeyError as exc:
             raise ValueError(f"a detection lacks the scanner's field {exc}") from exc
     if rows.empty:
         return []
     return [float(p) for p in model.predict_proba(build_features(rows))[:, 1]]
+
+
+def rotate_key(new_key: str, *, database_url: str | None = None) -> rotation.RotationReport:
+    """Re-key the warehouse to ``new_key``: every stored hash becomes HMAC(new key, hash), in one
+    transaction, and the new key epoch is recorded (see ``privacy/rotation.py``).
+
+    The current key chain comes from the environment and must be the warehouse's (else
+    ``KeyMismatchError``, nothing changed). Afterwards set ``CLOUDWASTE_ANONYMIZATION_KEY`` to
+    the new key and append the old one to ``CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS``.
+    """
+    old = keyring.load_keychain()
+    new = rotation.new_key_from_text(new_key)
+    return rotation.rotate(engine(database_url), old, new, settings.now())

@@ -13,6 +13,7 @@ cloudwaste erase --user-id U      GDPR erasure; prints what was removed (hashes,
 A mistake (a bad argument, date or window, an unwritable folder, a database URL that is malformed
 or unreachable) is one line on stderr, "cloudwaste: ...", and exit code 2; never a traceback, a
 password or a raw id. cloudwaste --debug <command> also prints the traceback.
+cloudwaste rotate-key --new-key-file FILE   re-key every stored hash (FILE "-": stdin)
 """
 
 from __future__ import annotations
@@ -120,6 +121,14 @@ def _parser() -> argparse.ArgumentParser:
     erase.add_argument("--account-id")
     erase.add_argument("--provider", default="aws", choices=["aws", "azure"])
     erase.add_argument("--reason", help="e.g. the ticket number (kept with the tombstone)")
+    rotate = commands.add_parser(
+        "rotate-key", help="re-key the warehouse's hashes to a new anonymization key"
+    )
+    rotate.add_argument(
+        "--new-key-file",
+        required=True,
+        help='file holding the new key ("-": read it from stdin); never a command-line argument',
+    )
     return parser
 
 
@@ -145,6 +154,15 @@ def _fail(exc: BaseException, debug: bool = False) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     return 2
+def _read_new_key(path: str) -> str:
+    """The new key from a file or stdin: an argument would show in ``ps`` and shell history."""
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CloudWasteError(f"cannot read the new key from {path}: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        elif args.command == "rotate-key":
+            rotated = api.rotate_key(_read_new_key(args.new_key_file))
+            print(json.dumps(rotated.as_dict(), indent=2))
     except KeyboardInterrupt:
         print("cloudwaste: interrupted", file=sys.stderr)
         return 130

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.errors import CloudWasteError
+from cloudwaste_pipeline.privacy import keyring
 from cloudwaste_pipeline.warehouse import schema
 
 FORMATS = ("json", "csv", "parquet")
@@ -664,6 +665,7 @@ def export_window(
     progress = progress or ExportProgress()
     stamp = end.strftime("%Y%m%d")
     result = ExportResult(location=destination.location)
+    key_epoch = keyring.manifest_entry(engine)
     with destination.staging() as staging:
         staged: list[Path] = []
         for dataset in datasets():
@@ -705,6 +707,8 @@ def export_window(
             "row_counts": result.row_counts,
             "schema": {d.name: dataset_schema(d.table) for d in datasets()},
             "files": result.files,
+            # Which hash space the files are in: hashes of different epochs never match.
+            "anonymization_key": keyring.same_epoch(engine, key_epoch),
             **(extra_manifest or {}),
         }
         manifest_path = staging / f"manifest_{stamp}.json"

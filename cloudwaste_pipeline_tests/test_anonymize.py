@@ -18,6 +18,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     REGION_TABLE,
     TAG_ALLOWLIST,
     TEST_VECTORS,
+    KeyChain,
     MissingKeyError,
     anonymize_tags,
     aws_arn,
@@ -27,6 +28,7 @@ from cloudwaste_pipeline.privacy.anonymize import (
     generalize_regions,
     hash_id,
     hash_series,
+    hash_values,
     load_key,
     scrub_text,
     summarize_metric,
@@ -86,10 +88,32 @@ def test_test_vectors_cover_the_published_cases() -> None:
     assert {("resource", "azure"), ("user", "cloudwaste")} <= covered
 
 
-@pytest.mark.parametrize("vector", TEST_VECTORS, ids=lambda v: f"{v['kind']}-{v['provider']}")
+@pytest.mark.parametrize(
+    "vector",
+    TEST_VECTORS,
+    ids=lambda v: f"{v['kind']}-{v['provider']}-epoch{len(v.get('previous_keys', ())) + 1}",
+)
 def test_test_vectors_reproduced(vector: dict) -> None:
-    got = hash_id(vector["kind"], vector["provider"], vector["identifier"], vector["key"])
+    key = KeyChain(vector["key"], vector.get("previous_keys", ()))
+    got = hash_id(vector["kind"], vector["provider"], vector["identifier"], key)
     assert got == vector["expected"]
+    assert hash_values(vector["kind"], vector["provider"], [vector["identifier"]], key) == [got]
+
+
+def test_chained_test_vector_recomputed_inline() -> None:
+    """A re-keyed warehouse's hash is HMAC(new key, old hash hex): the chain, written out."""
+    (vector,) = [v for v in TEST_VECTORS if v.get("previous_keys")]
+    old = hmac.new(
+        vector["previous_keys"][0], b"account|aws|123456789012", hashlib.sha256
+    ).hexdigest()
+    assert old == TEST_VECTORS[0]["expected"]
+    assert hmac.new(vector["key"], old.encode(), hashlib.sha256).hexdigest() == vector["expected"]
+
+
+def test_key_chain_never_prints_its_keys() -> None:
+    chain = KeyChain(b"k" * 32, [b"o" * 32])
+    assert "kkkk" not in repr(chain) and "oooo" not in repr(chain)
+    assert chain != KeyChain(b"k" * 32) and chain == KeyChain(b"k" * 32, [b"o" * 32])
 
 
 def test_test_vector_recomputed_inline() -> None:

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.accounts import Account
 from cloudwaste_pipeline.privacy import erasure
-from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user
+from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user, load_key
 from cloudwaste_pipeline.privacy.retention import account_owners, cleanup, ml_cutoff
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.engine import dispose_engines, make_engine, upgrade
@@ -425,7 +425,7 @@ def test_an_erased_account_stays_erased_through_a_rematerialization(tmp_path: Pa
     with isolated_environment():
         run_demo(tmp_path, spec, progress=lambda _: None)  # too few labels to train: fine
         engine = api.engine()
-        acct = hash_id("account", "aws", sim.account_id, api.load_key())
+        acct = hash_id("account", "aws", sim.account_id, load_key())
         assert traces(engine, acct)
 
         report = api.erase(account_id=sim.account_id, reason="test")

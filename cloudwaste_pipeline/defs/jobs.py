@@ -85,7 +85,7 @@ def cleanup_expired_data(
     ml_years = config.ml_retention_years or settings.ml_retention_years()
     # Account ownership (for per-user retention of account-level rows) is in the accounts file.
     if cloud.accounts_path().exists():
-        owners = account_owners(cloud.accounts(), anonymizer.key_bytes())
+        owners = account_owners(cloud.accounts(), anonymizer.key_bytes(warehouse))
     else:
         owners = {}
         context.log.warning("no accounts file: per-user retention covers user-keyed rows only")

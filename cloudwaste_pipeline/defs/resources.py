@@ -17,7 +17,9 @@ from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
 from cloudwaste_pipeline.exports import Destination, LocalDestination, S3Destination
 from cloudwaste_pipeline.inbox import as_folder, parse_s3_uri
-from cloudwaste_pipeline.privacy.anonymize import load_key
+from cloudwaste_pipeline.privacy import keyring
+from cloudwaste_pipeline.privacy.anonymize import KEY_ENV_VAR
+from cloudwaste_pipeline.privacy.keyring import PREVIOUS_KEYS_ENV_VAR
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
 
@@ -44,16 +46,23 @@ class WarehouseResource(dg.ConfigurableResource):
 
 
 class AnonymizerResource(dg.ConfigurableResource):
-    """The HMAC key, from ``CLOUDWASTE_ANONYMIZATION_KEY`` unless given; never generated here.
+    """The HMAC key chain, from ``CLOUDWASTE_ANONYMIZATION_KEY`` (and the keys it was rotated
+    from, ``CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS``) unless given; never generated here.
 
     Read when a run needs it (not through ``EnvVar`` at launch), so a missing key fails the run
     with a message that says how to create one, while the UI still loads every definition.
     """
 
     key: str | None = None
+    previous_keys: str | None = None  # comma-separated, oldest first; only with ``key``
 
-    def key_bytes(self) -> bytes:
-        return load_key({"CLOUDWASTE_ANONYMIZATION_KEY": self.key} if self.key else None)
+    def key_bytes(self, warehouse: WarehouseResource) -> bytes:
+        """The key chain, checked against ``warehouse``'s key history: a run with a key the
+        warehouse was not written with stops here (``KeyMismatchError``), before it writes."""
+        env = None
+        if self.key:
+            env = {KEY_ENV_VAR: self.key, PREVIOUS_KEYS_ENV_VAR: self.previous_keys or ""}
+        return keyring.checked_key(warehouse.engine(), env)
 
 
 class CloudResource(dg.ConfigurableResource):

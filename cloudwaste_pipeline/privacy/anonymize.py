@@ -114,14 +114,65 @@ def _prefix(kind: str, provider: str) -> bytes:
     return f"{kind}|{provider}|".encode()
 
 
+class KeyChain(bytes):
+    """The current key's bytes, carrying the keys the warehouse was re-keyed from.
+
+    A rotation re-keys every stored hash as ``HMAC(new key, old hash)`` (hashes are one-way and
+    raw ids are gone after 30 days, so nothing can be re-hashed from the id). New hashes must land
+    in the same space, so an id's hash under the chain ``k1 -> k2`` is
+    ``HMAC(k2, HMAC(k1, message).hex)``: see ``digest``. A ``bytes`` subclass so every function
+    taking ``key: bytes`` takes a chain unchanged; plain ``bytes`` is a chain of one key.
+    """
+
+    previous: tuple[bytes, ...]
+
+    def __new__(cls, current: bytes, previous: Sequence[bytes] = ()) -> KeyChain:
+        chain = super().__new__(cls, current)
+        chain.previous = tuple(bytes(k) for k in previous)
+        return chain
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, bytes):
+            return NotImplemented
+        return key_sequence(self) == key_sequence(other)
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    def __hash__(self) -> int:
+        return hash((bytes(self), self.previous))
+
+    def __repr__(self) -> str:  # bytes' repr would print the key
+        return f"KeyChain(<{len(self.previous) + 1} keys>)"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyChain, (bytes(self), self.previous))
+
+
+def key_sequence(key: bytes) -> tuple[bytes, ...]:
+    """Every key of ``key``'s chain, oldest first, the current one last."""
+    return (*getattr(key, "previous", ()), bytes(key))
+
+
+def digest(message: bytes, key: bytes) -> str:
+    """The one keyed digest of the package: HMAC-SHA256 hex, through the whole key chain."""
+    first, *rest = key_sequence(key)
+    value = hmac.new(first, message, hashlib.sha256).hexdigest()
+    for later in rest:
+        value = hmac.new(later, value.encode("ascii"), hashlib.sha256).hexdigest()
+    return value
+
+
 def hash_id(kind: str, provider: str, identifier: str, key: bytes) -> str:
-    """HMAC-SHA256 of ``"{kind}|{provider}|{identifier}"``, lower-case hex.
+    """HMAC-SHA256 of ``"{kind}|{provider}|{identifier}"``, lower-case hex (through the key
+    chain after a rotation, see ``KeyChain``).
 
     Keyed, so a hash cannot be reversed by hashing every known account id; the kind and provider
     are in the message, so a user id and an account id with the same text never collide.
     """
     message = _prefix(kind, provider) + normalize_identifier(kind, provider, identifier).encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
+    return digest(message, key)
 
 
 def _is_missing(value: Any) -> bool:
@@ -136,22 +187,29 @@ def hash_values(kind: str, provider: str, values: Iterable[Any], key: bytes) -> 
     the same digests as ``hash_id`` at a fraction of the cost.
     """
     _check_kind_provider(kind, provider)
-    base = hmac.new(key, _prefix(kind, provider), hashlib.sha256)
+    first, *rest = key_sequence(key)
+    base = hmac.new(first, _prefix(kind, provider), hashlib.sha256)
+    later = [hmac.new(k, digestmod=hashlib.sha256) for k in rest]  # empty unless rotated
     known: dict[str, str] = {}
 
-    def digest(value: Any) -> str:
+    def hashed(value: Any) -> str:
         mac = base.copy()
         mac.update(normalize_identifier(kind, provider, value).encode("utf-8"))
-        return mac.hexdigest()
+        hexdigest = mac.hexdigest()
+        for chained in later:
+            mac = chained.copy()
+            mac.update(hexdigest.encode("ascii"))
+            hexdigest = mac.hexdigest()
+        return hexdigest
 
     hashes = []
     for value in values:
         if isinstance(value, str):
             if value not in known:
-                known[value] = digest(value)
+                known[value] = hashed(value)
             hashes.append(known[value])
         else:  # missing (None/NaN/NA), or refused by normalize_identifier
-            hashes.append(None if _is_missing(value) else digest(value))
+            hashes.append(None if _is_missing(value) else hashed(value))
     return hashes
 
 
@@ -163,6 +221,7 @@ def hash_series(kind: str, provider: str, values: pd.Series, key: bytes) -> pd.S
 
 # Published test vectors: any other implementation (the web app, an erasure script) must reproduce
 # these exactly. Computed once with ``hash_id``; the tests recompute one of them with hmac inline.
+# ``previous_keys`` (oldest first) is the chain of a re-keyed warehouse (``KeyChain``).
 TEST_VECTOR_KEY = b"cloudwaste-test-vector-key-0001"
 TEST_VECTORS: list[dict[str, Any]] = [
     {
@@ -202,6 +261,15 @@ TEST_VECTORS: list[dict[str, Any]] = [
         "provider": "cloudwaste",
         "identifier": "user-42",
         "expected": "373e726452ef67b2acbcec4ba49f231994d5cb7018e6d66b7e8cd98094a0407d",
+    },
+    # After one rotation (epoch 2): HMAC(new key, hash of epoch 1 as lower-case hex).
+    {
+        "key": b"cloudwaste-test-vector-key-0002",
+        "previous_keys": [TEST_VECTOR_KEY],
+        "kind": "account",
+        "provider": "aws",
+        "identifier": "123456789012",
+        "expected": "f7cc42a697e3b55b2190fc11a4b88713ddf8d92102f1e84021dd800ae300f0d7",
     },
 ]
 

@@ -308,7 +308,9 @@ def user_action_patterns(
     warehouse: WarehouseResource,
     anonymizer: AnonymizerResource,
 ) -> dg.MaterializeResult:
-    out = run_batch(context, warehouse.engine(), config, anonymizer.key_bytes(), settings.now())
+    out = run_batch(
+        context, warehouse.engine(), config, anonymizer.key_bytes(warehouse), settings.now()
+    )
     rows = out.stored()
     actions = rows["action_taken"].value_counts().to_dict() if not rows.empty else {}
     if out.held:

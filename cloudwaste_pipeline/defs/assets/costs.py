@@ -66,7 +66,7 @@ def cost_trend_data(
     month_start = date.fromisoformat(keys["month"])
     account = cloud.account(keys["account"])
     start, end = month_bounds(month_start)
-    key = anonymizer.key_bytes()
+    key = anonymizer.key_bytes(warehouse)
     acct = hash_id("account", account.provider, account.cloud_id, key)
     month = month_start.strftime("%Y-%m")
     ml, actions, trends = (
