@@ -17,8 +17,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloudwaste_pipeline import inbox as inbox_package
 from cloudwaste_pipeline.faults import CRASH_ENV, CRASH_EXIT_CODE
-from cloudwaste_pipeline.inbox import folder as folder_module
 from cloudwaste_pipeline.inbox import ingest_folder
 from cloudwaste_pipeline.warehouse import schema
 
@@ -91,7 +91,7 @@ def test_good_lines_land_once_and_bad_lines_are_quarantined(engine, tmp_path):
     assert ingest_folder(engine, inbox, NOW).files == []
 
 
-def test_a_link_to_a_secret_is_never_read(engine, tmp_path):
+def test_a_link_to_a_secret_is_never_read(sqlite_engine, tmp_path):
     secret = tmp_path / "anonymization.key"
     secret.write_text("TOP-SECRET-KEY-MATERIAL\n")
     age(secret)
@@ -101,20 +101,20 @@ def test_a_link_to_a_secret_is_never_read(engine, tmp_path):
     os.link(secret, inbox / "b-hardlink.jsonl")
     drop(inbox, "c.jsonl", event("e1"))
 
-    report = ingest_folder(engine, inbox, NOW)
+    report = ingest_folder(sqlite_engine, inbox, NOW)
 
     assert report.files == ["c.jsonl"] and report.events == 1
     assert report.skipped == {
         "a-symlink.jsonl": "a symbolic link",
         "b-hardlink.jsonl": "a file with several names (hard link)",
     }
-    assert report.quarantined == 0 and quarantined(engine) == {}
+    assert report.quarantined == 0 and quarantined(sqlite_engine) == {}
     assert (inbox / "a-symlink.jsonl").is_symlink() and (inbox / "b-hardlink.jsonl").exists()
     assert secret.read_text() == "TOP-SECRET-KEY-MATERIAL\n"
     assert "SECRET" not in report.describe("dropped file")
 
 
-def test_odd_entries_are_skipped_and_never_hang_or_fail_the_tick(engine, tmp_path):
+def test_odd_entries_are_skipped_and_never_hang_or_fail_the_tick(sqlite_engine, tmp_path):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "a-directory.jsonl").mkdir()
@@ -124,7 +124,7 @@ def test_odd_entries_are_skipped_and_never_hang_or_fail_the_tick(engine, tmp_pat
     server.bind(str(inbox / "d-socket.jsonl"))
     drop(inbox, "e.jsonl", event("e1"))
     try:
-        report = ingest_folder(engine, inbox, NOW)
+        report = ingest_folder(sqlite_engine, inbox, NOW)
     finally:
         server.close()
     assert report.files == ["e.jsonl"] and report.events == 1 and report.failed == {}
@@ -138,25 +138,25 @@ def test_odd_entries_are_skipped_and_never_hang_or_fail_the_tick(engine, tmp_pat
     assert sorted(p.name for p in (inbox / "processed").iterdir()) == ["e.jsonl"]
 
 
-def test_a_file_still_being_written_is_left_until_complete(engine, tmp_path):
+def test_a_file_still_being_written_is_left_until_complete(sqlite_engine, tmp_path):
     inbox = tmp_path / "inbox"
     path = drop(inbox, "a.jsonl", event("e1"), event("e2") + "\n", seconds=0)  # just written
-    assert ingest_folder(engine, inbox, NOW).waiting == 1
-    assert path.exists() and outbox(engine) == {}
+    assert ingest_folder(sqlite_engine, inbox, NOW).waiting == 1
+    assert path.exists() and outbox(sqlite_engine) == {}
 
     with path.open("a") as file:  # the writer goes on: half a line, then a pause
         file.write(event("e3")[:40])
     age(path, 60)
-    report = ingest_folder(engine, inbox, NOW)
+    report = ingest_folder(sqlite_engine, inbox, NOW)
     assert (report.waiting, report.files, report.quarantined) == (1, [], 0)
-    assert path.exists() and outbox(engine) == {}
+    assert path.exists() and outbox(sqlite_engine) == {}
 
     with path.open("a") as file:
         file.write(event("e3")[40:] + "\n")
     age(path, 60)
-    report = ingest_folder(engine, inbox, NOW)
+    report = ingest_folder(sqlite_engine, inbox, NOW)
     assert (report.files, report.events, report.quarantined) == (["a.jsonl"], 3, 0)
-    assert sorted(outbox(engine)) == ["e1", "e2", "e3"]
+    assert sorted(outbox(sqlite_engine)) == ["e1", "e2", "e3"]
 
 
 def test_a_last_line_without_newline_is_read_once_the_file_is_old(sqlite_engine, tmp_path):
@@ -165,11 +165,12 @@ def test_a_last_line_without_newline_is_read_once_the_file_is_old(sqlite_engine,
     assert ingest_folder(sqlite_engine, inbox, NOW).events == 2
 
 
-def test_a_file_that_grows_after_it_was_read_is_read_again(engine, tmp_path, monkeypatch):
+def test_a_file_that_grows_after_it_was_read_is_read_again(sqlite_engine, tmp_path, monkeypatch):
     """A writer that ignores the contract appends between the read and the move: the file is
     left in place, and the next pass takes everything, nothing twice."""
     inbox = tmp_path / "inbox"
     path = drop(inbox, "a.jsonl", event("e1"), "{not json", "")
+    folder_module = inbox_package.folder
     real = folder_module.ingest_bytes
 
     def ingest_then_append(*args, **kwargs):
@@ -180,35 +181,35 @@ def test_a_file_that_grows_after_it_was_read_is_read_again(engine, tmp_path, mon
         return counts
 
     monkeypatch.setattr(folder_module, "ingest_bytes", ingest_then_append)
-    first = ingest_folder(engine, inbox, NOW)
+    first = ingest_folder(sqlite_engine, inbox, NOW)
     assert (first.files, first.waiting, first.events) == ([], 1, 1)
     assert path.exists() and not (inbox / "processed" / "a.jsonl").exists()
     monkeypatch.setattr(folder_module, "ingest_bytes", real)
 
-    second = ingest_folder(engine, inbox, NOW)
+    second = ingest_folder(sqlite_engine, inbox, NOW)
     assert (second.files, second.events) == (["a.jsonl"], 1)
-    assert sorted(outbox(engine)) == ["e1", "e2"]
+    assert sorted(outbox(sqlite_engine)) == ["e1", "e2"]
     assert (inbox / "processed" / "a.jsonl").read_text().endswith(event("e2") + "\n")
 
 
-def test_a_name_used_twice_overwrites_nothing(engine, tmp_path):
+def test_a_name_used_twice_overwrites_nothing(sqlite_engine, tmp_path):
     inbox = tmp_path / "inbox"
     first = [event("e1"), "{first bad line"]
     second = [event("e2"), "{second bad line"]
     drop(inbox, "a.jsonl", *first)
-    assert ingest_folder(engine, inbox, NOW).quarantined == 1
+    assert ingest_folder(sqlite_engine, inbox, NOW).quarantined == 1
     drop(inbox, "a.jsonl", *second)
-    report = ingest_folder(engine, inbox, NOW)
+    report = ingest_folder(sqlite_engine, inbox, NOW)
     assert (report.files, report.events, report.quarantined) == (["a.jsonl"], 1, 1)
 
     kept = sorted(p.read_text() for p in (inbox / "processed").iterdir())
     assert kept == sorted(["\n".join(first), "\n".join(second)])
-    rows = quarantined(engine)[("a.jsonl", 2)]
+    rows = quarantined(sqlite_engine)[("a.jsonl", 2)]
     assert sorted(r["payload"]["line"] for r in rows) == ["{first bad line", "{second bad line"]
-    assert sorted(outbox(engine)) == ["e1", "e2"]
+    assert sorted(outbox(sqlite_engine)) == ["e1", "e2"]
 
     drop(inbox, "a.jsonl", *second)  # the same file dropped again adds nothing
-    again = ingest_folder(engine, inbox, NOW)
+    again = ingest_folder(sqlite_engine, inbox, NOW)
     assert (again.files, again.events, again.quarantined) == (["a.jsonl"], 0, 0)
     assert len(list((inbox / "processed").iterdir())) == 2
 
