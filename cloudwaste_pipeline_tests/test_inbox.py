@@ -141,8 +141,9 @@ def test_odd_entries_are_skipped_and_never_hang_or_fail_the_tick(sqlite_engine, 
 def test_a_file_still_being_written_is_left_until_complete(sqlite_engine, tmp_path):
     inbox = tmp_path / "inbox"
     path = drop(inbox, "a.jsonl", event("e1"), event("e2") + "\n", seconds=0)  # just written
-    assert ingest_folder(sqlite_engine, inbox, NOW).waiting == 1
-    assert path.exists() and outbox(sqlite_engine) == {}
+    report = ingest_folder(sqlite_engine, inbox, NOW)
+    assert report.files == [] and path.exists() and outbox(sqlite_engine) == {}
+    assert report.waiting == 1
 
     with path.open("a") as file:  # the writer goes on: half a line, then a pause
         file.write(event("e3")[:40])
@@ -163,6 +164,15 @@ def test_a_last_line_without_newline_is_read_once_the_file_is_old(sqlite_engine,
     inbox = tmp_path / "inbox"
     drop(inbox, "a.jsonl", event("e1"), event("e2"), seconds=OLD)  # no final newline
     assert ingest_folder(sqlite_engine, inbox, NOW).events == 2
+
+
+def test_a_time_a_little_ahead_waits_and_one_far_ahead_does_not_block(sqlite_engine, tmp_path):
+    inbox = tmp_path / "inbox"
+    drop(inbox, "a.jsonl", event("e1") + "\n", seconds=-60)  # a writer's clock a minute fast
+    drop(inbox, "b.jsonl", event("e2") + "\n", seconds=-365 * 86400)  # a bogus date
+    report = ingest_folder(sqlite_engine, inbox, NOW)
+    assert (report.files, report.waiting) == (["b.jsonl"], 1)
+    assert sorted(outbox(sqlite_engine)) == ["e2"]
 
 
 def test_a_file_that_grows_after_it_was_read_is_read_again(sqlite_engine, tmp_path, monkeypatch):

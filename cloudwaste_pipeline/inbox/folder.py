@@ -26,9 +26,16 @@ logger = logging.getLogger(__name__)
 WAITING = "still being written"
 SETTLE_SECONDS = 5.0
 """A dropped file modified more recently than this may still be being written: left for a
-later tick (renamed-in files are older than this by the next tick anyway)."""
+later tick (a file renamed in right after it was written waits one tick at most)."""
 UNTERMINATED_SECONDS = 300.0
 """A file whose last line lacks its newline is waited for this long, then read as it is."""
+
+
+def _recent(status: os.stat_result, seconds: float) -> bool:
+    """Modified less than ``seconds`` ago. A time a little ahead (a writer's clock running
+    fast, a network file system) counts as recent too; one far ahead is bogus and does not,
+    or the file would wait until that day."""
+    return -UNTERMINATED_SECONDS < time.time() - status.st_mtime < seconds
 
 
 def _odd_kind(status: os.stat_result) -> str | None:
@@ -71,7 +78,7 @@ def read_complete(path: Path, settle_seconds: float) -> tuple[bytes, os.stat_res
     odd = _odd_kind(before)
     if odd:
         return odd
-    if time.time() - before.st_mtime < settle_seconds:
+    if _recent(before, settle_seconds):
         return WAITING
     flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
@@ -97,7 +104,7 @@ def read_complete(path: Path, settle_seconds: float) -> tuple[bytes, os.stat_res
     data = b"".join(chunks)
     if _identity(after) != _identity(opened) or len(data) != after.st_size:
         return WAITING
-    if data and not data.endswith(b"\n") and time.time() - after.st_mtime < UNTERMINATED_SECONDS:
+    if data and not data.endswith(b"\n") and _recent(after, UNTERMINATED_SECONDS):
         return WAITING
     return data, after
 

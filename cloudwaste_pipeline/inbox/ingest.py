@@ -110,7 +110,7 @@ def lines(data: bytes) -> Iterator[tuple[int, bytes]]:
 def _printable(name: str) -> str:
     """A name as it can be stored and logged: undecodable bytes and control characters of a
     file name (or S3 key) become ``?``; the digest of the ref keeps refs distinct."""
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    text = name.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
@@ -120,12 +120,12 @@ def source_ref(name: str, digest: str, number: int) -> str:
 
     Deterministic, so a re-read file maps to the same quarantine rows (no duplicates); the
     content digest keeps two files of one name apart, and the name digest long S3 keys that
-    share their last characters.
+    share their last characters, or names that differ only in unprintable characters.
     """
     printable, suffix = _printable(name), f"#{digest}:{number}"
-    if len(printable) + len(suffix) <= _REF_LENGTH:
+    if printable == name and len(printable) + len(suffix) <= _REF_LENGTH:
         return printable + suffix
-    named = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    named = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     room = _REF_LENGTH - len(named) - 1 - len(suffix)
     return f"{named}~{printable[-room:]}{suffix}"
 
