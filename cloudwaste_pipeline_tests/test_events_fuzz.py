@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy.engine import Engine
 
-from cloudwaste_pipeline.privacy.events import check_action_event, same_event
+from cloudwaste_pipeline.privacy.events import check_action_event, same_event, storable_payload
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import insert_new
 from cloudwaste_pipeline_tests.test_events import GOOD, NOW
@@ -99,6 +99,11 @@ def test_any_event_gets_a_verdict_and_what_passes_stores_unchanged(engine: Engin
         assert (row is None) != (problem is None)
         if row is None:
             assert isinstance(problem, str) and problem
+            with conn.begin() as transaction:  # the asset quarantines it: that must store too
+                bad = {"source": "fuzz", "source_ref": "1", "reason": problem}
+                frame = pd.DataFrame([{**bad, "payload": storable_payload(event)}])
+                assert insert_new(conn, schema.quarantine, frame, ["source", "source_ref"]) == 1
+                transaction.rollback()
             return
         with conn.begin() as transaction:
             frame = pd.DataFrame([{**row, "received_at": NOW.replace(tzinfo=None)}])

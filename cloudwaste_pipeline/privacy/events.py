@@ -240,3 +240,18 @@ def storable_text(text: str, limit: int) -> str:
     if not _unstorable(text):
         return text
     return "".join("\ufffd" if c == "\x00" or unicodedata.category(c) == "Cs" else c for c in text)
+
+
+MAX_PAYLOAD_CHARS = 4000
+
+
+def storable_payload(event: Mapping[str, Any], limit: int = MAX_PAYLOAD_CHARS) -> dict[str, Any]:
+    """A quarantine payload for an event that failed ``check_action_event``: the event as JSON
+    text (unknown types as text) with NUL and lone surrogates replaced, cut to ``limit``
+    characters, so a poison event can always be quarantined on PostgreSQL, whatever it holds.
+    """
+    try:
+        text = json.dumps(dict(event), default=str, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):  # a 5,000-digit int, odd keys, deep nesting
+        return {"event": f"not serialisable as JSON ({type(event).__name__})"}
+    return {"event": storable_text(text, limit), "truncated": len(text) > limit}
