@@ -5,7 +5,10 @@ move is left for the next pass without duplicates, and the sensor reads the pref
 one is configured."""
 
 import json
+import os
 import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline.definitions import defs
 from cloudwaste_pipeline.defs.resources import WarehouseResource
+from cloudwaste_pipeline.faults import CRASH_ENV, CRASH_EXIT_CODE
 from cloudwaste_pipeline.inbox import ingest_s3_prefix, parse_s3_uri
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline_tests.test_inbox import NOW, event
@@ -245,3 +249,33 @@ def test_an_unreachable_bucket_does_not_fail_the_tick(tick, moto_url, monkeypatc
     result = tick()
     assert "S3 actions inbox not listed (NoSuchBucket)" in result.skip_message
     assert json.loads(result.cursor) == {"last_seq": 0, "in_flight": {}}
+
+
+CHILD = """
+import sys
+from datetime import datetime
+import boto3
+from cloudwaste_pipeline.inbox import ingest_s3_prefix
+from cloudwaste_pipeline.warehouse.engine import make_engine
+ingest_s3_prefix(
+    make_engine(sys.argv[1]), boto3.client("s3"), sys.argv[2], "drop/",
+    datetime.fromisoformat(sys.argv[3]),
+)
+"""
+
+
+def test_a_process_killed_before_the_move_loses_and_duplicates_nothing(
+    sqlite_url, sqlite_engine, s3, bucket
+):
+    put(s3, bucket, "drop/a.jsonl", event("e1"), "{not json")
+    sqlite_engine.dispose()
+    killed = subprocess.run(
+        [sys.executable, "-c", CHILD, sqlite_url, bucket, NOW.isoformat()],
+        env={**os.environ, CRASH_ENV: "inbox.move"},
+        check=False,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE
+    assert keys(s3, bucket) == {"drop/a.jsonl"} and outbox_ids(sqlite_engine) == ["e1"]
+    report = ingest_s3_prefix(sqlite_engine, s3, bucket, "drop/", NOW)
+    assert (report.files, report.events, report.quarantined) == (["drop/a.jsonl"], 0, 0)
+    assert keys(s3, bucket) == {"drop/processed/a.jsonl"} and len(quarantine(sqlite_engine)) == 1
