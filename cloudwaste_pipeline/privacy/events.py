@@ -94,7 +94,8 @@ def _json_kind(value: Any) -> str:
 
 
 def action_time(value: Any, now: datetime) -> tuple[datetime | None, str | None]:
-    """(naive UTC ``action_at``, None), or (None, why not)."""
+    """(naive UTC ``action_at``, None), or (None, why not). Naive values, ``now`` included,
+    are UTC (the warehouse's convention); aware ones are converted."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None, "missing field 'action_at'"
     if isinstance(value, str):
@@ -110,11 +111,11 @@ def action_time(value: Any, now: datetime) -> tuple[datetime | None, str | None]
         if value.tzinfo is not None:
             value = value.astimezone(UTC).replace(tzinfo=None)
         value = datetime(*value.timetuple()[:6], value.microsecond)  # a plain datetime
-        latest = now.astimezone(UTC).replace(tzinfo=None) + FUTURE_SLACK
+        latest = (now.astimezone(UTC).replace(tzinfo=None) if now.tzinfo else now) + FUTURE_SLACK
     except (OverflowError, ValueError):
         return None, "action_at is out of range"
     if not EARLIEST <= value <= latest:
-        return None, (f"action_at is outside {EARLIEST:%Y-%m-%d} .. now + {FUTURE_SLACK.days} day")
+        return None, f"action_at is outside {EARLIEST:%Y-%m-%d} .. now + {FUTURE_SLACK.days} day"
     return value, None
 
 
