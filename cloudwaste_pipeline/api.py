@@ -29,7 +29,11 @@ from cloudwaste_pipeline.exports import (
 )
 from cloudwaste_pipeline.privacy import erasure, export_erasure, keyring, rotation
 from cloudwaste_pipeline.privacy.anonymize import hash_user
-from cloudwaste_pipeline.privacy.derive import ACTIONS, validate_action_event
+from cloudwaste_pipeline.privacy.events import (
+    CONFLICTING_DUPLICATE,
+    check_action_event,
+    same_event,
+)
 from cloudwaste_pipeline.privacy.export_rows import Wanted
 from cloudwaste_pipeline.quality import export_if_valid
 from cloudwaste_pipeline.warehouse import schema
@@ -66,38 +70,47 @@ def record_user_action(
     provider: str,
     resource_id: str,
     action: str,
-    action_at: datetime | None = None,
-    event_id: str | None = None,
+    action_at: datetime | str | None = None,
+    event_id: str | uuid.UUID | None = None,
     context: dict[str, Any] | None = None,
     database_url: str | None = None,
 ) -> str:
     """Append one user decision to the outbox; ``user_action_sensor`` picks it up.
 
-    ``resource_id`` is the id the scan reports (the ARN for AWS, the full resource id for Azure).
-    Returns the event id (a new UUID unless given); recording the same event id twice is a no-op.
+    ``resource_id`` is the id the scan reports (the ARN for AWS, the full resource id for Azure);
+    ``action_at`` a datetime (naive = UTC) or ISO text, at most a day ahead; ``context`` a JSON
+    object of at most 16 KiB. Returns the event id (a new UUID unless given). Recording the same
+    event twice is a no-op; the same event id with other content raises ``CloudWasteError``, as
+    does any field the drop folder would quarantine (the message names the field, never its
+    value).
     """
-    when = action_at or settings.now()
+    now = settings.now()
     event = {
-        "event_id": event_id or str(uuid.uuid4()),
+        "event_id": str(event_id) if isinstance(event_id, uuid.UUID) else event_id,
         "user_id": user_id,
         "account_id": account_id,
         "provider": provider,
         "resource_id": resource_id,
         "action": action,
-        "action_at": when,
-    }
-    problem = validate_action_event(event)
-    if problem:
-        raise ValueError(f"invalid user action: {problem}; actions are {', '.join(ACTIONS)}")
-    row = {
-        **event,
-        "action_at": when.astimezone(UTC).replace(tzinfo=None) if when.tzinfo else when,
+        "action_at": now if action_at is None else action_at,
         "context": context,
-        "received_at": settings.now().replace(tzinfo=None),
     }
+    if event["event_id"] is None:
+        event["event_id"] = str(uuid.uuid4())
+    row, problem = check_action_event(event, now)
+    if row is None:
+        raise CloudWasteError(f"invalid user action: {problem}")
+    table = schema.resource_action_events
     with engine(database_url).begin() as conn:
-        insert_new(conn, schema.resource_action_events, pd.DataFrame([row]), ["event_id"])
-    return event["event_id"]
+        received = {**row, "received_at": now.astimezone(UTC).replace(tzinfo=None)}
+        insert_new(conn, table, pd.DataFrame([received]), ["event_id"])
+        stored = conn.execute(sa.select(table).where(table.c.event_id == row["event_id"])).first()
+        if stored is not None and not same_event(stored._mapping, row):
+            raise CloudWasteError(
+                f"invalid user action: {CONFLICTING_DUPLICATE}; "
+                "give a new event id for a new decision"
+            )
+    return row["event_id"]
 
 
 COMPANY_SIZE_BUCKETS = ((10, "1-10"), (50, "11-50"), (200, "51-200"), (1000, "201-1000"))

@@ -1,9 +1,14 @@
 """The S3 prefix inbox against a moto server: good lines reach the outbox once, bad lines are
-quarantined with ``s3://bucket/key:line`` and a reason, each object moves under ``processed/``,
-an object that fails to read or move is left for the next pass without duplicates, and the
-sensor reads the prefix only when one is configured."""
+quarantined with ``s3://bucket/key#digest:line`` and a reason, each object moves under
+``processed/`` (never over another object of the same name), an object that fails to read or
+move is left for the next pass without duplicates, and the sensor reads the prefix only when
+one is configured."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +22,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline.definitions import defs
 from cloudwaste_pipeline.defs.resources import WarehouseResource
+from cloudwaste_pipeline.faults import CRASH_ENV, CRASH_EXIT_CODE
 from cloudwaste_pipeline.inbox import ingest_s3_prefix, parse_s3_uri
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline_tests.test_inbox import NOW, event
@@ -50,8 +56,12 @@ def outbox_ids(engine: Engine) -> list[str]:
 
 
 def quarantine(engine: Engine) -> dict[str, str]:
+    """Reasons by ``s3://bucket/key:line`` (the ref without its content digest)."""
     with engine.connect() as conn:
-        return {r.source_ref: r.reason for r in conn.execute(sa.select(schema.quarantine))}
+        return {
+            re.sub(r"#[0-9a-f]{12}:", ":", r.source_ref): r.reason
+            for r in conn.execute(sa.select(schema.quarantine))
+        }
 
 
 class FailingClient:
@@ -161,9 +171,31 @@ def test_long_keys_get_distinct_quarantine_refs_that_fit(engine, s3, bucket):
         put(s3, bucket, key, "{not json")
     report = ingest_s3_prefix(engine, s3, bucket, "drop/", NOW)
     assert report.quarantined == 2
-    refs = list(quarantine(engine))
+    with engine.connect() as conn:
+        refs = [r.source_ref for r in conn.execute(sa.select(schema.quarantine))]
     assert len(set(refs)) == 2 and all(len(ref) <= 200 for ref in refs)
-    assert {ref[-9:] for ref in refs} == {"a.jsonl:1", "b.jsonl:1"}
+    assert {re.sub(r"#[0-9a-f]{12}:", ":", ref)[-9:] for ref in refs} == {"a.jsonl:1", "b.jsonl:1"}
+
+
+def test_a_key_used_twice_overwrites_nothing(engine, s3, bucket):
+    """An app that reuses a key: the second object is read and kept beside the first, and its
+    bad line is quarantined beside the first's (refs carry the content digest)."""
+    put(s3, bucket, "drop/a.jsonl", event("e1"), "{first bad line")
+    assert ingest_s3_prefix(engine, s3, bucket, "drop/", NOW).quarantined == 1
+    put(s3, bucket, "drop/a.jsonl", event("e2"), "{second bad line")
+    report = ingest_s3_prefix(engine, s3, bucket, "drop/", NOW)
+    assert (report.files, report.events, report.quarantined) == (["drop/a.jsonl"], 1, 1)
+    processed = sorted(keys(s3, bucket))
+    assert len(processed) == 2 and all(k.startswith("drop/processed/a.") for k in processed)
+    bodies = sorted(s3.get_object(Bucket=bucket, Key=k)["Body"].read() for k in processed)
+    assert bodies == sorted(
+        "\n".join(lines).encode()
+        for lines in ((event("e1"), "{first bad line"), (event("e2"), "{second bad line"))
+    )
+    with engine.connect() as conn:
+        lines = sorted(r.payload["line"] for r in conn.execute(sa.select(schema.quarantine)))
+    assert lines == ["{first bad line", "{second bad line"]
+    assert outbox_ids(engine) == ["e1", "e2"]
 
 
 def test_s3_uris():
@@ -217,3 +249,33 @@ def test_an_unreachable_bucket_does_not_fail_the_tick(tick, moto_url, monkeypatc
     result = tick()
     assert "S3 actions inbox not listed (NoSuchBucket)" in result.skip_message
     assert json.loads(result.cursor)["last"] is None  # no run asked for
+
+
+CHILD = """
+import sys
+from datetime import datetime
+import boto3
+from cloudwaste_pipeline.inbox import ingest_s3_prefix
+from cloudwaste_pipeline.warehouse.engine import make_engine
+ingest_s3_prefix(
+    make_engine(sys.argv[1]), boto3.client("s3"), sys.argv[2], "drop/",
+    datetime.fromisoformat(sys.argv[3]),
+)
+"""
+
+
+def test_a_process_killed_before_the_move_loses_and_duplicates_nothing(
+    sqlite_url, sqlite_engine, s3, bucket
+):
+    put(s3, bucket, "drop/a.jsonl", event("e1"), "{not json")
+    sqlite_engine.dispose()
+    killed = subprocess.run(
+        [sys.executable, "-c", CHILD, sqlite_url, bucket, NOW.isoformat()],
+        env={**os.environ, CRASH_ENV: "inbox.move"},
+        check=False,
+    )
+    assert killed.returncode == CRASH_EXIT_CODE
+    assert keys(s3, bucket) == {"drop/a.jsonl"} and outbox_ids(sqlite_engine) == ["e1"]
+    report = ingest_s3_prefix(sqlite_engine, s3, bucket, "drop/", NOW)
+    assert (report.files, report.events, report.quarantined) == (["drop/a.jsonl"], 0, 0)
+    assert keys(s3, bucket) == {"drop/processed/a.jsonl"} and len(quarantine(sqlite_engine)) == 1

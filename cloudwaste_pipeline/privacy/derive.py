@@ -26,7 +26,10 @@ from cloudwaste_pipeline.privacy.anonymize import (
     whitelist_config,
 )
 
-ACTIONS = ("deleted", "ignored", "kept")
+# Re-exported: their home is privacy.events, where every path's event check lives.
+from cloudwaste_pipeline.privacy.events import ACTIONS as ACTIONS
+from cloudwaste_pipeline.privacy.events import validate_action_event as validate_action_event
+
 BUSINESS_HOURS = range(9, 18)
 
 
@@ -285,27 +288,6 @@ def metrics_history_rows(
                 }
             )
     return pd.DataFrame(rows)
-
-
-def validate_action_event(event: Mapping[str, Any]) -> str | None:
-    """Why an outbox event cannot be used, or None when it can."""
-    for name in ("event_id", "user_id", "account_id", "provider", "resource_id", "action"):
-        value = event.get(name)
-        if value is None or str(value).strip() == "":
-            return f"missing field '{name}'"
-    if event["provider"] not in ("aws", "azure"):
-        return f"unknown provider {event['provider']!r}"
-    if event["action"] not in ACTIONS:
-        return f"unknown action {event['action']!r} (expected one of {', '.join(ACTIONS)})"
-    action_at = event.get("action_at")
-    if action_at is None or action_at == "":
-        return "missing field 'action_at'"
-    if not isinstance(action_at, datetime):
-        try:
-            datetime.fromisoformat(str(action_at))
-        except ValueError:
-            return "action_at is not an ISO timestamp"
-    return None
 
 
 def action_rows(
