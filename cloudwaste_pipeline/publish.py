@@ -38,7 +38,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,15 +91,23 @@ class Progress(Protocol):
 # --- files and names ----------------------------------------------------------------------------
 
 
+def _measure(blocks: Iterator[bytes]) -> tuple[int, str]:
+    """Size and sha256 of a stream of blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    for block in blocks:
+        digest.update(block)
+        size += len(block)
+    return size, digest.hexdigest()
+
+
 def sha256(path: Path) -> str:
     """The file's sha256, read back from disk; the file is then flushed to it (``fsync``), so
     what a manifest lists is on disk before the manifest is."""
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        _, digest = _measure(iter(lambda: handle.read(1 << 20), b""))
         os.fsync(handle.fileno())
-    return digest.hexdigest()
+    return digest
 
 
 def published_name(name: str, digest: str) -> str:
@@ -412,16 +420,7 @@ def verify_export(manifest: str | Path, client: Any = None) -> list[str]:
     listed size and sha256; the formats of one dataset must hold the same number of rows.
     Problems name files and counts only, never a row's values."""
     text = str(manifest)
-    if text.startswith("s3://"):
-        bucket, _, key = text[len("s3://") :].partition("/")
-        client = client or _default_s3_client()
-        folder = key[: key.rfind("/") + 1]
-        read_manifest = lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read()  # noqa: E731
-        measure = lambda name: _s3_measure(client, bucket, folder + name)  # noqa: E731
-    else:
-        path = Path(text)
-        read_manifest = path.read_bytes
-        measure = lambda name: _local_measure(path.parent / name)  # noqa: E731
+    read_manifest, measure = _reader(text, client)
     try:
         document = json.loads(read_manifest())
     except FileNotFoundError:
@@ -453,27 +452,40 @@ def verify_export(manifest: str | Path, client: Any = None) -> list[str]:
     return problems
 
 
+Measure = Callable[[str], tuple[int, str] | None]
+
+
+def _reader(manifest: str, client: Any) -> tuple[Callable[[], bytes], Measure]:
+    """How to read the manifest, and to measure (size, sha256) a file beside it."""
+    if not manifest.startswith("s3://"):
+        path = Path(manifest)
+        return path.read_bytes, lambda name: _local_measure(path.parent / name)
+    bucket, _, key = manifest[len("s3://") :].partition("/")
+    s3 = client or _default_s3_client()
+    folder = key[: key.rfind("/") + 1]
+
+    def read() -> bytes:
+        try:
+            return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except s3.exceptions.NoSuchKey:
+            raise FileNotFoundError(manifest) from None
+
+    return read, lambda name: _s3_measure(s3, bucket, folder + name)
+
+
 def _local_measure(path: Path) -> tuple[int, str] | None:
     if not path.is_file() or path.is_symlink():
         return None
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return path.stat().st_size, digest.hexdigest()
+        return _measure(iter(lambda: handle.read(1 << 20), b""))
 
 
 def _s3_measure(client: Any, bucket: str, key: str) -> tuple[int, str] | None:
     try:
-        response = client.get_object(Bucket=bucket, Key=key)
+        body = client.get_object(Bucket=bucket, Key=key)["Body"]
     except client.exceptions.NoSuchKey:
         return None
-    digest = hashlib.sha256()
-    size = 0
-    for block in response["Body"].iter_chunks(1 << 20):
-        digest.update(block)
-        size += len(block)
-    return size, digest.hexdigest()
+    return _measure(body.iter_chunks(1 << 20))
 
 
 def _default_s3_client() -> Any:

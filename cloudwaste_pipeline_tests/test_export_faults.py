@@ -359,8 +359,31 @@ def test_verify_export_names_each_problem(week: Engine, tmp_path: Path, moto_url
     s3.create_bucket(Bucket=bucket)
     on_s3 = export_window(week, S3Destination(s3, bucket, "w/", tmp_path / "st"), MONDAY, SUNDAY)
     assert verify_export(on_s3.manifest) == []
+    missing = f"s3://{bucket}/w/manifest_20200101.json"
+    assert verify_export(missing, s3) == [f"{missing}: no manifest"]
     name = on_s3.files["user_action_patterns.json"]["name"]
     s3.put_object(Bucket=bucket, Key=f"w/{name}", Body=b"[]\n")
     assert verify_export(on_s3.manifest, s3) == [
         f"{name}: 3 bytes, the manifest says {on_s3.files['user_action_patterns.json']['bytes']}"
     ]
+
+
+def test_the_adhoc_job_fails_with_the_sentence_on_a_full_disk(
+    week: Engine, sqlite_url: str, tmp_path: Path, monkeypatch
+):
+    from cloudwaste_pipeline.defs.adhoc_exports import adhoc_export_job
+    from cloudwaste_pipeline_tests.test_exports import resources
+
+    fail_on(monkeypatch, exports._Writers, "write", errno.ENOSPC)
+    out = tmp_path / "ml_datasets"
+    run = adhoc_export_job.execute_in_process(
+        run_config={"ops": {"export_adhoc_window": {"config": {"start": str(MONDAY)}}}},
+        resources=resources(sqlite_url, out),
+        raise_on_error=False,
+    )
+    assert not run.success
+    (failure,) = run.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert description.startswith(f"cannot write the export to {out / 'adhoc'}/")
+    assert description.endswith(": no space is left on the device")
+    assert not staging_left(out) and not any(p.is_file() for p in out.rglob("*"))
