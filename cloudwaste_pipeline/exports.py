@@ -510,17 +510,18 @@ def export_window(
     All files are written to staging first and published together, the manifest last: if any
     dataset fails, nothing of this run is published and the previous export stays as it was
     (see ``publish``). ``extra_manifest`` adds fields to the manifest (the quality report).
-    A full disk or an unwritable destination raises ``ExportError``, one sentence.
+    A full disk, an unwritable folder or an S3 prefix out of reach raises ``ExportError``: one
+    sentence naming the folder (or prefix) and the cause.
     """
     try:
         destination.recover()
         return _export_window(
             engine, destination, start, end, formats, compression, progress, kind, extra_manifest
         )
-    except OSError as exc:
+    except Exception as exc:
+        filename = getattr(exc, "filename", None)
         in_staging = (
-            exc.filename is not None
-            and destination.staging_root in Path(os.fsdecode(exc.filename)).parents
+            filename is not None and destination.staging_root in Path(os.fsdecode(filename)).parents
         )
         where = str(destination.staging_root) if in_staging else destination.location
         error = export_error(exc, where)

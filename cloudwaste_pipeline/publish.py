@@ -74,11 +74,26 @@ CAUSES = {
     errno.EIO: "the device reported an input/output error",
 }
 """The OS errors an operator fixes on the destination; anything else is a bug and propagates."""
+S3_CAUSES = {
+    "AccessDenied": "S3 denies access",
+    "AllAccessDisabled": "S3 denies access",
+    "NoSuchBucket": "the bucket does not exist",
+    "InvalidAccessKeyId": "S3 does not know the access key",
+    "SignatureDoesNotMatch": "S3 rejects the secret key",
+    "ExpiredToken": "the AWS credentials have expired",
+    "NoCredentialsError": "no AWS credentials were found",
+    "EndpointConnectionError": "the S3 endpoint cannot be reached",
+}
+"""The same for S3: error codes of a ``ClientError``, or botocore's exception class names."""
 
 
-def export_error(exc: OSError, where: str) -> ExportError | None:
-    """The sentence for a destination's OS error, or None when it is not one of ``CAUSES``."""
-    cause = CAUSES.get(exc.errno or 0)
+def export_error(exc: Exception, where: str) -> ExportError | None:
+    """The sentence for a destination's error, or None when it is not one an operator fixes."""
+    if isinstance(exc, OSError):
+        cause = CAUSES.get(exc.errno or 0)
+    else:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+        cause = S3_CAUSES.get(code or type(exc).__name__)
     return ExportError(f"cannot write the export to {where}: {cause}") if cause else None
 
 
@@ -149,7 +164,7 @@ def folder_lock(folder: Path, wait: bool = True) -> Iterator[bool]:
     life, and by an export folder while files are published into or swept from it."""
     import fcntl
 
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))

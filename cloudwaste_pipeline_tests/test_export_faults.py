@@ -261,6 +261,18 @@ def test_a_full_local_disk_under_an_s3_export_names_the_staging_folder(
     assert not staging_left(staging_root) and s3_names(bucket, "p/") == set()
 
 
+def test_an_s3_prefix_out_of_reach_is_one_sentence(week: Engine, moto_url: str, tmp_path: Path):
+    staging_root = tmp_path / "s3-staging"
+    bucket = f"missing-{uuid.uuid4().hex[:12]}"
+    destination = S3Destination(boto3.client("s3"), bucket, "ml/", staging_root)
+    with pytest.raises(ExportError) as raised:
+        export_window(week, destination, MONDAY, SUNDAY)
+    assert str(raised.value) == f"cannot write the export to s3://{bucket}/ml/: " + (
+        "the bucket does not exist"
+    )
+    assert not staging_left(staging_root)
+
+
 def test_other_os_errors_are_not_disguised(week: Engine, tmp_path: Path, monkeypatch):
     """Only the destination's errors an operator fixes become ExportError; a bug stays a bug."""
     fail_on(monkeypatch, exports._Writers, "write", errno.EBADF)
