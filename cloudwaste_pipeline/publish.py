@@ -429,12 +429,18 @@ def _stamp(manifest_name: str) -> str:
 
 def verify_export(manifest: str | Path, client: Any = None) -> list[str]:
     """What is wrong with the export a manifest describes (a path, or an ``s3://`` URI read
-    with ``client``, boto3's default when None); an empty list when a reader can trust it.
+    with ``client``, boto3's default when None); an empty list when a reader can trust it. A
+    local folder stands for its manifests (every one of them verified).
 
     Every listed file must be a plain name in the manifest's folder, be there, and have the
     listed size and sha256; the formats of one dataset must hold the same number of rows.
     Problems name files and counts only, never a row's values."""
     text = str(manifest)
+    if not text.startswith("s3://") and Path(text).is_dir():
+        found = sorted(p for p in Path(text).glob("manifest_*.json") if MANIFEST.fullmatch(p.name))
+        if not found:
+            return [f"{text}: no manifest"]
+        return [problem for path in found for problem in verify_export(path)]
     read_manifest, measure = _reader(text, client)
     try:
         document = json.loads(read_manifest())

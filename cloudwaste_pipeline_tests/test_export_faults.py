@@ -46,9 +46,9 @@ from datetime import date
 from pathlib import Path
 
 import boto3
+import sqlalchemy as sa
 
 from cloudwaste_pipeline.exports import LocalDestination, S3Destination, export_window
-from cloudwaste_pipeline.warehouse.engine import make_engine
 
 url, target, staging_root = sys.argv[1:]
 if target.startswith("s3://"):
@@ -56,7 +56,7 @@ if target.startswith("s3://"):
     destination = S3Destination(boto3.client("s3"), bucket, prefix, Path(staging_root))
 else:
     destination = LocalDestination(Path(target))
-export_window(make_engine(url), destination, date(2026, 11, 9), date(2026, 11, 15))
+export_window(sa.create_engine(url), destination, date(2026, 11, 9), date(2026, 11, 15))
 """
 
 
@@ -85,7 +85,7 @@ def listed(files: dict) -> set[str]:
 def assert_clean_and_verified(folder: Path) -> None:
     """Only the manifest and what it lists, all verified; no staging folder."""
     manifest = json.loads((folder / MANIFEST).read_text())
-    assert verify_export(folder / MANIFEST) == []
+    assert verify_export(folder / MANIFEST) == [] and verify_export(folder) == []
     assert {p.name for p in folder.iterdir()} == listed(manifest["files"]) | {MANIFEST}
 
 
@@ -362,6 +362,7 @@ def test_verify_export_names_each_problem(week: Engine, tmp_path: Path, moto_url
     problems = verify_export(result.manifest)
     assert "cost_trends.csv: not a file name in the manifest's folder" in problems
     assert "cost_trends: its files disagree on the number of rows" in problems
+    assert verify_export(tmp_path) == [f"{tmp_path}: no manifest"]
     assert verify_export(folder / "manifest_20200101.json") == [
         f"{folder / 'manifest_20200101.json'}: no manifest"
     ]
