@@ -39,17 +39,15 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.faults import crash_point
+from cloudwaste_pipeline.manifests import published_name, sha256, verify_export  # noqa: F401
 from cloudwaste_pipeline.publish import (  # noqa: F401 - the publishing side, re-exported
     Destination,
     ExportError,
     LocalDestination,
     S3Destination,
     export_error,
-    published_name,
-    sha256,
     sweep_orphans,
     sweep_staging,
-    verify_export,
 )
 from cloudwaste_pipeline.warehouse import schema
 

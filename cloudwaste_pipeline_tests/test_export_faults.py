@@ -16,7 +16,7 @@ import boto3
 import pytest
 from sqlalchemy.engine import Engine
 
-from cloudwaste_pipeline import exports, publish
+from cloudwaste_pipeline import exports, manifests, publish
 from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import (
     ExportError,
@@ -316,8 +316,8 @@ def test_orphans_are_the_export_files_their_manifest_does_not_list():
         "warehouse.db",
         "notes_20261115.txt",
     ]
-    manifests = {"20261115": {"ml_training_data_20261115_05849121.json"}, "20261129": None}
-    assert publish.orphans(names, manifests) == [
+    by_stamp = {"20261115": {"ml_training_data_20261115_05849121.json"}, "20261129": None}
+    assert manifests.orphans(names, by_stamp) == [
         "cost_trends_20261122_aaaaaaaa.parquet",
         "ml_training_data_20261115.csv",
         "ml_training_data_20261115_3fa9c2e1.json",
