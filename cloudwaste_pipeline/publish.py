@@ -192,8 +192,8 @@ def staging_folder(root: Path) -> Iterator[Path]:
     with contextlib.ExitStack() as held:
         with folder_lock(root):
             path = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=root))
-            held.callback(shutil.rmtree, path, ignore_errors=True)  # before the lock goes
             held.enter_context(folder_lock(path))
+            held.callback(shutil.rmtree, path, ignore_errors=True)  # runs before the lock goes
         yield path
 
 

@@ -400,3 +400,13 @@ def test_the_adhoc_job_fails_with_the_sentence_on_a_full_disk(
     assert description.startswith(f"cannot write the export to {out / 'adhoc'}/")
     assert description.endswith(": no space is left on the device")
     assert not staging_left(out) and not any(p.is_file() for p in out.rglob("*"))
+
+
+def test_a_window_failing_quality_is_a_sentence_the_cli_prints(week: Engine, tmp_path: Path):
+    from cloudwaste_pipeline.quality import export_if_valid
+    from cloudwaste_pipeline_tests.test_exports import training_row
+
+    insert(week, schema.ml_training_data, [training_row(0, MONDAY, confidence_level="bogus")])
+    with pytest.raises(CloudWasteError, match=r"^export of 2026-11-09\.\.2026-11-15 blocked by"):
+        export_if_valid(week, LocalDestination(tmp_path / "out"), MONDAY, SUNDAY)
+    assert not (tmp_path / "out").exists()
