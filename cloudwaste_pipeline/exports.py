@@ -2,9 +2,12 @@
 
 Rows are read from the warehouse in chunks and written incrementally, so memory stays flat as the
 tables grow. Every file of an export is first written into a staging folder; only when all of
-them are complete are they published (renamed into the export folder, or uploaded to S3), the
-manifest last. A failed export therefore leaves no partial file, and a re-run of the same window
-replaces its files instead of adding to them.
+them are complete are they published (renamed into the export folder, or uploaded to S3), under
+names that carry a content id (``ml_training_data_20261115_3fa9c2e1.parquet``), the manifest
+last: the manifest is the commit record, and the previous export stays valid until it is
+replaced (``publish``; readers check an export with ``verify_export``). A failed or killed export
+therefore leaves nothing a reader would trust, and the next run removes what it left; a re-run of
+the same window replaces its files instead of adding to them.
 
 Where exports go (``export_subfolder``):
 
