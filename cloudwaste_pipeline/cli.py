@@ -154,6 +154,8 @@ def _fail(exc: BaseException, debug: bool = False) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     return 2
+
+
 def _read_new_key(path: str) -> str:
     """The new key from a file or stdin: an argument would show in ``ps`` and shell history."""
     if path == "-":

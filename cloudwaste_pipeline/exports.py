@@ -2,9 +2,12 @@
 
 Rows are read from the warehouse in chunks and written incrementally, so memory stays flat as the
 tables grow. Every file of an export is first written into a staging folder; only when all of
-them are complete are they published (renamed into the export folder, or uploaded to S3), the
-manifest last. A failed export therefore leaves no partial file, and a re-run of the same window
-replaces its files instead of adding to them.
+them are complete are they published (renamed into the export folder, or uploaded to S3), under
+names that carry a content id (``ml_training_data_20261115_3fa9c2e1.parquet``), the manifest
+last: the manifest is the commit record, and the previous export stays valid until it is
+replaced (``publish``; readers check an export with ``verify_export``). A failed or killed export
+therefore leaves nothing a reader would trust, and the next run removes what it left; a re-run of
+the same window replaces its files instead of adding to them.
 
 Where exports go (``export_subfolder``):
 
@@ -20,21 +23,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import gzip
-import hashlib
 import io
 import json
 import math
 import operator
 import os
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from importlib import metadata as package_metadata
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,7 +43,18 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.errors import CloudWasteError
+from cloudwaste_pipeline.faults import crash_point
+from cloudwaste_pipeline.manifests import published_name, sha256, verify_export  # noqa: F401
 from cloudwaste_pipeline.privacy import keyring
+from cloudwaste_pipeline.publish import (  # noqa: F401 - the publishing side, re-exported
+    Destination,
+    ExportError,
+    LocalDestination,
+    S3Destination,
+    export_error,
+    sweep_orphans,
+    sweep_staging,
+)
 from cloudwaste_pipeline.warehouse import schema
 
 FORMATS = ("json", "csv", "parquet")
@@ -190,14 +201,6 @@ def file_name(dataset: str, stamp: str, fmt: str, compression: str) -> str:
     inside the file, so its name stays ``.parquet``)."""
     suffix = ".gz" if compression == "gzip" and fmt != "parquet" else ""
     return f"{dataset}_{stamp}.{fmt}{suffix}"
-
-
-def stale_names(name: str) -> list[str]:
-    """The other compression's name of the same file: a re-run with or without gzip replaces it
-    rather than leaving both versions beside one manifest."""
-    if name.endswith(".parquet"):
-        return []
-    return [name[: -len(".gz")]] if name.endswith(".gz") else [f"{name}.gz"]
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -524,102 +527,6 @@ def read_batches_copy(
         raw.close()
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-# --- destinations -------------------------------------------------------------------------------
-
-
-class Destination(Protocol):
-    """Where an export is published: a local folder or an S3 prefix."""
-
-    location: str
-
-    def staging(self) -> contextlib.AbstractContextManager[Path]:
-        """A local folder for the files while they are written; removed afterwards."""
-        ...
-
-    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
-        """Put the complete files in place, the manifest last; return the manifest's location."""
-        ...
-
-
-@dataclass
-class LocalDestination:
-    """A folder. Staging is a hidden folder inside it (same file system), so publishing is one
-    ``os.replace`` per file: a reader sees the old file or the new one, never half of one."""
-
-    folder: Path
-
-    @property
-    def location(self) -> str:
-        return str(self.folder)
-
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.folder))
-        try:
-            yield path
-        finally:
-            shutil.rmtree(path, ignore_errors=True)
-
-    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
-        for path in [*files, manifest]:
-            os.replace(path, self.folder / path.name)
-            for stale in stale_names(path.name):
-                (self.folder / stale).unlink(missing_ok=True)
-        return str(self.folder / manifest.name)
-
-
-@dataclass
-class S3Destination:
-    """An S3 prefix. Files are staged in a local temporary folder, then uploaded with
-    ``upload_file`` (multipart for large files: S3 shows an object only once its upload is
-    complete), the manifest last. The manifest is the commit record: the old one is deleted
-    before the first upload, and if an upload fails every object this run uploaded is deleted
-    again, so a failed export leaves no object behind and no manifest describing other files."""
-
-    client: Any
-    bucket: str
-    prefix: str  # "" or ending with "/"
-
-    @property
-    def location(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}"
-
-    @contextlib.contextmanager
-    def staging(self) -> Iterator[Path]:
-        with tempfile.TemporaryDirectory(prefix="cloudwaste-export-") as path:
-            yield Path(path)
-
-    def publish(self, files: list[Path], manifest: Path, progress: ExportProgress) -> str:
-        uploaded: list[str] = []
-        manifest_key = self.prefix + manifest.name
-        try:
-            self.client.delete_object(Bucket=self.bucket, Key=manifest_key)
-            for path in files:
-                key = self.prefix + path.name
-                progress.begin(f"upload {path.name}", path.stat().st_size, "B")
-                self.client.upload_file(str(path), self.bucket, key, Callback=progress.advance)
-                progress.end()
-                uploaded.append(key)
-                for stale in stale_names(path.name):
-                    self.client.delete_object(Bucket=self.bucket, Key=self.prefix + stale)
-            self.client.upload_file(str(manifest), self.bucket, manifest_key)
-        except BaseException:
-            for key in uploaded:
-                with contextlib.suppress(Exception):
-                    self.client.delete_object(Bucket=self.bucket, Key=key)
-            raise
-        return f"s3://{self.bucket}/{manifest_key}"
-
-
 # --- the export ---------------------------------------------------------------------------------
 
 
@@ -650,10 +557,41 @@ def export_window(
 ) -> ExportResult:
     """Write the three datasets of [start, end], named for its last day, to ``destination``.
 
+    What earlier exports left there when they died is removed first (``Destination.recover``).
     All files are written to staging first and published together, the manifest last: if any
-    dataset fails, nothing of this run is published and the previous files stay as they were.
-    ``extra_manifest`` adds fields to the manifest (the quality report).
+    dataset fails, nothing of this run is published and the previous export stays as it was
+    (see ``publish``). ``extra_manifest`` adds fields to the manifest (the quality report).
+    A full disk, an unwritable folder or an S3 prefix out of reach raises ``ExportError``: one
+    sentence naming the folder (or prefix) and the cause.
     """
+    try:
+        destination.recover()
+        return _export_window(
+            engine, destination, start, end, formats, compression, progress, kind, extra_manifest
+        )
+    except Exception as exc:
+        filename = getattr(exc, "filename", None)
+        in_staging = (
+            filename is not None and destination.staging_root in Path(os.fsdecode(filename)).parents
+        )
+        where = str(destination.staging_root) if in_staging else destination.location
+        error = export_error(exc, where)
+        if error is None:
+            raise
+        raise error from exc
+
+
+def _export_window(
+    engine: Engine,
+    destination: Destination,
+    start: date,
+    end: date,
+    formats: Sequence[str],
+    compression: str,
+    progress: ExportProgress | None,
+    kind: str,
+    extra_manifest: dict[str, Any] | None,
+) -> ExportResult:
     formats = tuple(dict.fromkeys(formats))
     unknown = set(formats) - set(FORMATS)
     if unknown or not formats:
@@ -679,17 +617,21 @@ def export_window(
                     for batch in read_batches_copy(engine, query, writers.schema):
                         writers.write_batch(batch)
                         progress.advance(batch.num_rows)
+                        crash_point("export.write")
                 else:
                     for rows in read_chunks(engine, query):
                         writers.write(rows)
                         progress.advance(len(rows))
+                        crash_point("export.write")
                 writers.close()
             except BaseException:
                 writers.abort()
                 raise
             progress.end()
             result.row_counts[dataset.name] = writers.rows
-            for fmt, path in writers.paths.items():
+            for fmt, written in writers.paths.items():
+                digest = sha256(written)
+                path = written.rename(written.with_name(published_name(written.name, digest)))
                 staged.append(path)
                 result.files[f"{dataset.name}.{fmt}"] = {
                     "name": path.name,
@@ -697,7 +639,7 @@ def export_window(
                     "compression": compression if fmt != "parquet" else _parquet_codec(compression),
                     "rows": writers.rows,
                     "bytes": path.stat().st_size,
-                    "sha256": sha256(path),
+                    "sha256": digest,
                 }
         manifest = {
             "kind": kind,

@@ -28,6 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import (
     Dataset,
     Destination,
@@ -235,7 +236,7 @@ def validate_data_quality(conn: sa.Connection, start: date, end: date) -> Qualit
     return QualityReport(start, end, checks)
 
 
-class DataQualityError(ValueError):
+class DataQualityError(CloudWasteError):
     """An export window failed an ERROR-severity quality check: nothing was written."""
 
     def __init__(self, report: QualityReport) -> None:

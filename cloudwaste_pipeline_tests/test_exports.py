@@ -168,6 +168,13 @@ def read_export(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
+def published(folder: Path, dataset: str, fmt: str) -> Path:
+    """The file of ``dataset`` in ``fmt`` that the folder's manifest lists (published names
+    carry a content id: readers find files through the manifest)."""
+    manifest = json.loads((folder / f"manifest_{STAMP}.json").read_text())
+    return folder / manifest["files"][f"{dataset}.{fmt}"]["name"]
+
+
 def exported_files(folder: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(folder)): p.read_bytes()
@@ -197,7 +204,8 @@ def test_export_matches_the_warehouse_row_for_row_in_every_format(engine: Engine
         columns = [c["name"] for c in manifest["schema"][dataset.name]]
         assert columns == [c.name for c in dataset.table.columns]
         for fmt in exports.FORMATS:
-            path = tmp_path / f"{dataset.name}_{STAMP}.{fmt}"
+            path = published(tmp_path, dataset.name, fmt)
+            assert path.name.startswith(f"{dataset.name}_{STAMP}_") and path.suffix == f".{fmt}"
             assert normalized(read_export(path)) == expected, (dataset.name, fmt)
             entry = manifest["files"][f"{dataset.name}.{fmt}"]
             assert entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -211,7 +219,7 @@ def test_an_empty_window_exports_empty_files_on_both_engines(engine: Engine, tmp
     assert result.row_counts == {"ml_training_data": 0, "user_action_patterns": 0, "cost_trends": 0}
     for dataset in exports.datasets():
         for fmt in exports.FORMATS:
-            assert read_export(tmp_path / f"{dataset.name}_{STAMP}.{fmt}") == []
+            assert read_export(published(tmp_path, dataset.name, fmt)) == []
 
 
 def test_a_rerun_replaces_the_files_and_a_failure_mid_export_leaves_none(
@@ -225,7 +233,7 @@ def test_a_rerun_replaces_the_files_and_a_failure_mid_export_leaves_none(
     assert again.row_counts["ml_training_data"] == 17
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 10 and all(STAMP in n for n in names), names  # 3 x 3 + manifest
-    assert len(read_export(out / f"ml_training_data_{STAMP}.parquet")) == 17
+    assert len(read_export(published(out, "ml_training_data", "parquet"))) == 17
     before = exported_files(out)
     manifest_before = (out / f"manifest_{STAMP}.json").read_bytes()
 
@@ -255,12 +263,14 @@ def test_gzip_files_are_readable_and_replace_the_plain_ones(week: Engine, tmp_pa
     export_window(week, destination, MONDAY, SUNDAY)
     result = export_window(week, destination, MONDAY, SUNDAY, compression="gzip")
     names = {p.name for p in out.iterdir()}
-    assert f"ml_training_data_{STAMP}.json.gz" in names
-    assert f"ml_training_data_{STAMP}.json" not in names  # replaced, not left beside
+    assert names == {e["name"] for e in result.files.values()} | {f"manifest_{STAMP}.json"}
+    assert not any(n.endswith((".json", ".csv")) for n in names - {f"manifest_{STAMP}.json"})
     expected = normalized(warehouse_rows(week, exports.datasets()[0]))
-    for name in ("json.gz", "csv.gz", "parquet"):
-        assert normalized(read_export(out / f"ml_training_data_{STAMP}.{name}")) == expected
-    parquet = pq.ParquetFile(out / f"ml_training_data_{STAMP}.parquet")
+    for fmt, suffix in (("json", ".json.gz"), ("csv", ".csv.gz"), ("parquet", ".parquet")):
+        path = published(out, "ml_training_data", fmt)
+        assert path.name.endswith(suffix)
+        assert normalized(read_export(path)) == expected
+    parquet = pq.ParquetFile(published(out, "ml_training_data", "parquet"))
     assert parquet.metadata.row_group(0).column(0).compression == "GZIP"
     assert result.files["ml_training_data.json"]["compression"] == "gzip"
     again = export_window(week, destination, MONDAY, SUNDAY, compression="gzip")
@@ -302,7 +312,7 @@ def test_adhoc_windows_go_to_their_own_folder_and_leave_the_weekly_files_alone(
     )
     assert adhoc.success
     assert adhoc.output_for_node("export_adhoc_window")["ml_training_data"] < 12
-    assert (out / "adhoc" / f"2026-11-10_{SUNDAY}" / f"ml_training_data_{STAMP}.csv").exists()
+    assert published(out / "adhoc" / f"2026-11-10_{SUNDAY}", "ml_training_data", "csv").exists()
 
     monkeypatch.setenv("CLOUDWASTE_DATABASE_URL", sqlite_url)
     monkeypatch.setenv("CLOUDWASTE_NOW", f"{SUNDAY}T23:00:00+00:00")
@@ -313,7 +323,8 @@ def test_adhoc_windows_go_to_their_own_folder_and_leave_the_weekly_files_alone(
     assert "ml_training_data: 12 rows" in captured.out
     assert captured.err == ""  # progress bars only on a terminal (test_cli checks them)
     cli_folder = out / "adhoc" / f"{MONDAY}_{SUNDAY}"
-    assert (cli_folder / f"user_action_patterns_{STAMP}.json.gz").exists()
+    gzipped = published(cli_folder, "user_action_patterns", "json")
+    assert gzipped.exists() and gzipped.name.endswith(".json.gz")
     assert exported_files(out / "weekly" / str(MONDAY)) == weekly_files
 
 
@@ -433,7 +444,8 @@ def test_s3_export_uploads_complete_files_then_the_manifest(
     for entry in manifest["files"].values():
         body = s3.get_object(Bucket=bucket, Key=prefix + entry["name"])["Body"].read()
         assert hashlib.sha256(body).hexdigest() == entry["sha256"]
-    csv_body = s3.get_object(Bucket=bucket, Key=f"{prefix}cost_trends_{STAMP}.csv")["Body"].read()
+    csv_key = prefix + manifest["files"]["cost_trends.csv"]["name"]
+    csv_body = s3.get_object(Bucket=bucket, Key=csv_key)["Body"].read()
     assert len(list(csv.DictReader(io.StringIO(csv_body.decode())))) == 1
     assert not (tmp_path / "local").exists()  # S3 only: nothing kept locally
 

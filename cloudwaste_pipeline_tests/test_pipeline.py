@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cloudwaste_pipeline import api
+from cloudwaste_pipeline import api, exports
 from cloudwaste_pipeline.definitions import defs
 from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 from cloudwaste_pipeline.demo import targets
@@ -44,14 +44,18 @@ def test_demo_fills_all_six_tables_exports_and_a_model(demo):
     assert summary.active_model is None
     assert set(summary.table_counts) == {t.name for t in schema.ML_TABLES}
     assert all(n > 0 for n in summary.table_counts.values()), summary.table_counts
-    names = {p.name for p in summary.export_files}
     stamp = "20261115"  # the last complete Monday-Sunday week before 2026-11-16
+    manifest = next(p for p in summary.export_files if p.name == f"manifest_{stamp}.json")
+    assert exports.verify_export(manifest) == []
+    files = {
+        k: manifest.parent / v["name"] for k, v in json.loads(manifest.read_text())["files"].items()
+    }
     for dataset in ("ml_training_data", "user_action_patterns", "cost_trends"):
         for fmt in ("json", "csv", "parquet"):
-            assert f"{dataset}_{stamp}.{fmt}" in names
-    exported = next(p for p in summary.export_files if p.name == f"ml_training_data_{stamp}.json")
-    rows = json.loads(exported.read_text())
-    parquet = pd.read_parquet(exported.with_suffix(".parquet"))
+            path = files[f"{dataset}.{fmt}"]  # named <dataset>_<stamp>_<content id>.<fmt>
+            assert path in summary.export_files and path.name.startswith(f"{dataset}_{stamp}_")
+    rows = json.loads(files["ml_training_data.json"].read_text())
+    parquet = pd.read_parquet(files["ml_training_data.parquet"])
     assert len(rows) == len(parquet) > 0
     metrics = summary.model_metrics
     assert 0.0 <= metrics["accuracy"] <= 1.0 and "baseline_accuracy" in metrics

@@ -38,11 +38,15 @@ from cloudwaste_pipeline.warehouse.load import bulk_insert, insert_new, read_fra
 
 ML_NAMES = {t.name for t in schema.ML_TABLES}
 MODEL_NAMES = {t.name for t in schema.MODEL_TABLES}
-OWN_NAMES = ML_NAMES | MODEL_NAMES | {
-    schema.erasure_tombstones.name,
-    schema.anonymization_keys.name,
-    VERSION_TABLE,
-}
+OWN_NAMES = (
+    ML_NAMES
+    | MODEL_NAMES
+    | {
+        schema.erasure_tombstones.name,
+        schema.anonymization_keys.name,
+        VERSION_TABLE,
+    }
+)
 """The default schema: the six ML tables, the model outputs, the erasure tombstones, the key
 history and the migration version."""
 RAW_NAMES = {t.name for t in schema.RAW_TABLES}

@@ -15,7 +15,13 @@ from pydantic import Field
 from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.jobs import EXPORT_TAGS
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
-from cloudwaste_pipeline.exports import COMPRESSIONS, FORMATS, export_subfolder, resolve_window
+from cloudwaste_pipeline.exports import (
+    COMPRESSIONS,
+    FORMATS,
+    ExportError,
+    export_subfolder,
+    resolve_window,
+)
 from cloudwaste_pipeline.quality import DataQualityError, export_if_valid
 
 
@@ -68,6 +74,8 @@ def export_adhoc_window(
             description=str(exc),
             metadata={c.name: c.passed for c in exc.report.checks},
         ) from exc
+    except ExportError as exc:  # disk full, no permission: the sentence, not a traceback
+        raise dg.Failure(description=str(exc)) from exc
     for check in report.checks:
         if not check.passed:
             context.log.warning(f"quality {check.name} ({check.severity}) failed: {check.details}")

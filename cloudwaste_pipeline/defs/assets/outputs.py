@@ -12,7 +12,12 @@ from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.metadata import counts_table
 from cloudwaste_pipeline.defs.partitions import export_weeks
 from cloudwaste_pipeline.defs.resources import FilesResource, WarehouseResource
-from cloudwaste_pipeline.exports import ExportResult, export_subfolder, export_window
+from cloudwaste_pipeline.exports import (
+    ExportError,
+    ExportResult,
+    export_subfolder,
+    export_window,
+)
 from cloudwaste_pipeline.quality import CHECKS, ERROR, QualityReport, validate_data_quality
 from cloudwaste_pipeline.warehouse import queries, schema
 
@@ -101,14 +106,17 @@ def ml_dataset_exports(
             description=f"nothing exported: {report.summary()}",
             metadata={"window": f"{start} .. {end}"},
         )
-    result = export_window(
-        engine,
-        files.export_destination(export_subfolder("weekly", start, end)),
-        start,
-        end,
-        kind="weekly",
-        extra_manifest={"quality": report.to_dict()},
-    )
+    try:
+        result = export_window(
+            engine,
+            files.export_destination(export_subfolder("weekly", start, end)),
+            start,
+            end,
+            kind="weekly",
+            extra_manifest={"quality": report.to_dict()},
+        )
+    except ExportError as exc:  # disk full, no permission: the sentence, not a traceback
+        raise dg.Failure(description=str(exc)) from exc
     context.log.info(f"exported {start}..{end}: {result.row_counts} to {result.location}")
     yield dg.MaterializeResult(metadata=export_metadata(result, start, end))
 
