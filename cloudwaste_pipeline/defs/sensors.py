@@ -217,7 +217,7 @@ def user_action_sensor(
     state, key, reason = plan_action_tick(
         state,
         run_status(instance, state.last),
-        bool(in_flight) and in_flight[0].tags.get("dagster/run_key") != state.last,
+        bool(in_flight),  # its own run in flight is answered first, by state.last
         due,
         now,
     )
