@@ -174,6 +174,19 @@ def test_a_row_committed_below_the_seen_sequence_still_launches_a_run(harness):
     assert not h.tick(h.tick(late.cursor).cursor).run_requests
 
 
+def test_no_run_is_asked_for_while_one_is_in_flight_even_a_manual_one(harness):
+    h = harness
+    h.insert(event("e1"))
+    job = dg.Definitions(
+        assets=[user_action_patterns], jobs=[user_actions_job], resources=h.resources()
+    ).resolve_job_def("user_actions_job")
+    manual = h.instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED)
+    busy = h.tick(None)
+    assert not busy.run_requests and "in flight" in busy.skip_message
+    h.instance.delete_run(manual.run_id)
+    assert len(h.tick(busy.cursor).run_requests) == 1
+
+
 def test_failed_runs_are_retried_with_growing_backoff_until_one_succeeds(harness):
     h = harness
     h.insert(event("e1"))

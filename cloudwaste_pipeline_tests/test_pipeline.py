@@ -189,7 +189,7 @@ def test_user_action_sensor_launches_while_events_are_due_and_never_beside_its_r
     [request] = first.run_requests
     run = instance.create_run_for_job(
         defs.resolve_job_def("user_actions_job"),
-        status=dg.DagsterRunStatus.QUEUED,
+        status=dg.DagsterRunStatus.STARTED,
         tags={"dagster/run_key": request.run_key},
     )
     waiting = tick(first.cursor)

@@ -217,7 +217,7 @@ def user_action_sensor(
     state, key, reason = plan_action_tick(
         state,
         run_status(instance, state.last),
-        bool(in_flight) and in_flight[0].tags.get("dagster/run_key") != state.last,
+        bool(in_flight),  # its own run in flight is answered first, by state.last
         due,
         now,
     )
@@ -242,14 +242,19 @@ def user_action_sensor(
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext) -> None:
     run = context.dagster_run
     step_failures = context.get_step_failure_events()
-    error = step_failures[0].step_failure_data.error if step_failures else None
+    failure = step_failures[0].step_failure_data if step_failures else None
+    error = failure.error if failure else None
     while error is not None and error.cause is not None:  # the user's error, not Dagster's wrapper
         error = error.cause
+    # A dg.Failure (every scrubbed error is one) says it best in its description.
+    described = (
+        failure.user_failure_data.description if failure and failure.user_failure_data else None
+    )
     text = failure_text(
         run.job_name,
         run.run_id,
         run.tags.get("dagster/partition"),
-        error.message if error else context.failure_event.message,
+        described or (error.message if error else context.failure_event.message),
     )
     context.log.error(text)
     url = webhook_url()
