@@ -162,9 +162,9 @@ def ingest_inboxes(
     """Drop folder and S3 prefix into the outbox; returns what to say about them."""
     notes = []
     dropped = ingest_folder(warehouse.engine(), settings.paths().actions_inbox, settings.now())
-    if dropped.files:
+    if dropped.files or dropped.failed or dropped.skipped or dropped.waiting:
         notes.append(dropped.describe("dropped file"))
-        context.log.info(notes[-1])
+        (context.log.warning if dropped.failed or dropped.skipped else context.log.info)(notes[-1])
     location = actions_inbox.s3_location()  # None: no S3 inbox, no AWS call
     if location:
         try:
@@ -178,7 +178,7 @@ def ingest_inboxes(
             # SDK messages can name the caller's ARN (an account id): scrubbed like scan errors.
             context.log.warning(f"{notes[-1]}: {scrub_text(str(exc))}")
         else:
-            if uploaded.files or uploaded.failed or uploaded.more:
+            if uploaded.files or uploaded.failed or uploaded.skipped or uploaded.more:
                 notes.append(uploaded.describe("S3 object"))
                 (context.log.warning if uploaded.failed else context.log.info)(notes[-1])
     return notes

@@ -16,7 +16,6 @@ or more (it kills the run even alone), it is quarantined unprocessed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cloudwaste_pipeline.privacy.events import storable_payload
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import insert_new, read_frame
 
@@ -178,7 +178,8 @@ def quarantine(conn: Connection, bad: list[tuple[dict, str]], now: datetime) -> 
             {
                 "source": QUARANTINE_SOURCE,
                 "source_ref": quarantine_ref(event["seq"]),
-                "payload": json.loads(json.dumps(event, default=str)),
+                # NUL and lone surrogates replaced, size bounded: a poison row always quarantines.
+                "payload": storable_payload(event),
                 "reason": reason[: schema.quarantine.c.reason.type.length],
                 "quarantined_at": naive(now),
             }
