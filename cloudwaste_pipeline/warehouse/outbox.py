@@ -16,6 +16,7 @@ or more (it kills the run even alone), it is quarantined unprocessed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +26,6 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cloudwaste_pipeline.privacy.events import storable_payload
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import insert_new, read_frame
 
@@ -178,8 +178,7 @@ def quarantine(conn: Connection, bad: list[tuple[dict, str]], now: datetime) -> 
             {
                 "source": QUARANTINE_SOURCE,
                 "source_ref": quarantine_ref(event["seq"]),
-                # NUL and lone surrogates replaced, size bounded: a poison row always quarantines.
-                "payload": storable_payload(event),
+                "payload": json.loads(json.dumps(event, default=str)),
                 "reason": reason[: schema.quarantine.c.reason.type.length],
                 "quarantined_at": naive(now),
             }
