@@ -20,6 +20,7 @@ import pytest
 from cloudwaste_pipeline import api, cli, exports
 from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import LocalDestination, resolve_window
+from cloudwaste_pipeline.publish import CAUSES
 from cloudwaste_pipeline.warehouse.engine import WarehouseUnavailable, dispose_engines
 
 TODAY = date(2026, 12, 1)
@@ -152,7 +153,7 @@ def test_an_export_folder_that_cannot_be_written_is_one_sentence(
     """Root ignores file modes, so the errors are injected where the destination writes."""
     monkeypatch.setattr(LocalDestination, method, _refuse(error))
     out = home / "exports"
-    reason = os.strerror(error)
+    reason = CAUSES[error]  # the exporter's own words for what the operator must fix
     with pytest.raises(CloudWasteError, match=f"cannot write the export to .*{reason}"):
         api.export_datasets(last_days=3, output_dir=out)
     line = one_error_line(capsys, cli.main(["export", "--no-progress", "--output-dir", str(out)]))
@@ -165,7 +166,7 @@ def test_an_export_folder_under_a_file_is_one_sentence(
     blocker = home / "a-file"
     blocker.write_text("not a folder")
     code = cli.main(["export", "--no-progress", "--output-dir", str(blocker / "exports")])
-    assert "Not a directory" in one_error_line(capsys, code)
+    assert CAUSES[errno.ENOTDIR] in one_error_line(capsys, code)
 
 
 # --- the database URL ---------------------------------------------------------------------------
