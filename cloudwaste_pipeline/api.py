@@ -33,7 +33,8 @@ from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
 
 
 def engine(database_url: str | None = None) -> sa.Engine:
-    """The warehouse engine, migrated to the latest schema."""
+    """The warehouse engine, migrated to the latest schema; every setting is checked first."""
+    settings.validate_all()
     built = make_engine(database_url or settings.database_url())
     upgrade(built)
     return built
