@@ -46,11 +46,12 @@ class ExportWriteError(CloudWasteError):
 
 
 def engine(database_url: str | None = None) -> sa.Engine:
-    """The warehouse engine, migrated to the latest schema.
+    """The warehouse engine, migrated to the latest schema; every setting is checked first.
 
     A malformed URL, a driver not installed or a database that cannot be reached raise
     ``WarehouseUnavailable`` (a ``CloudWasteError``), the password hidden.
     """
+    settings.validate_all()
     built = make_engine(database_url or settings.database_url())
     upgrade(built)
     return built

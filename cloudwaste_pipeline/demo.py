@@ -421,7 +421,7 @@ def launch_ui(home: Path, port: int, spec: FleetSpec) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--home", default=os.environ.get("CLOUDWASTE_HOME", settings.DEFAULT_HOME))
+    parser.add_argument("--home", default=settings.get("CLOUDWASTE_HOME"))
     parser.add_argument("--date", type=date.fromisoformat, default=FleetSpec.demo_date)
     parser.add_argument("--days", type=int, default=FleetSpec.history_days)
     parser.add_argument("--seed", type=int, default=FleetSpec.seed)

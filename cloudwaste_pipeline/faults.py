@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from cloudwaste_pipeline import settings
+
 CRASH_ENV = "CLOUDWASTE_FAULT_CRASH_AT"
 CRASH_EXIT_CODE = 86
 """The exit status of a process killed at a crash point, so a test can tell it from a failure."""
@@ -18,6 +20,5 @@ CRASH_EXIT_CODE = 86
 
 def crash_point(name: str) -> None:
     """Die here when the environment arms ``name`` (tests only)."""
-    armed = os.environ.get(CRASH_ENV)
-    if armed and name in armed.split(","):
+    if name in settings.get(CRASH_ENV):
         os._exit(CRASH_EXIT_CODE)

@@ -11,12 +11,12 @@ their text is scrubbed of cloud ids, as every log line is.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.privacy.anonymize import scrub_text
 
 SCAN_MAX_AGE_DAYS = 2  # a daily scan may be late by a day; two missed days is a stopped account
@@ -68,4 +68,4 @@ def post_webhook(url: str, text: str, timeout: float = WEBHOOK_TIMEOUT_SECONDS) 
 
 
 def webhook_url() -> str | None:
-    return os.environ.get(WEBHOOK_ENV) or None
+    return settings.get(WEBHOOK_ENV)

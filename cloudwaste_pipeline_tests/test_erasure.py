@@ -341,7 +341,11 @@ def test_cleanup_removes_exactly_the_rows_past_retention(engine: Engine) -> None
                 schema.raw_scans,
                 {"account_id": str(n), "scan_date": when.date() - timedelta(days=n), "payload": {}},
             )
-            insert(conn, schema.resource_action_events, {"event_id": str(n), "received_at": when})
+            insert(
+                conn,
+                schema.resource_action_events,
+                {"event_id": str(n), "received_at": when, "processed_at": when},
+            )
             insert(conn, schema.quarantine, {"source_ref": str(n), "quarantined_at": when})
 
     removed = cleanup(engine, TODAY, raw_days=30, ml_years=3)
@@ -368,7 +372,7 @@ def test_a_users_shorter_retention_reaches_their_accounts_and_actions(engine: En
     before = counts(engine)
 
     removed = cleanup(
-        engine, TODAY, raw_days=10_000, ml_years=3, owners=account_owners(ACCOUNTS, KEY)
+        engine, TODAY, raw_days=3650, ml_years=3, owners=account_owners(ACCOUNTS, KEY)
     )
 
     assert traces(engine, a_hash(ACCOUNT_A)) == {}  # user-1 owns A

@@ -7,7 +7,12 @@ import dagster as dg
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.errors import scrubbed
 from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource, WarehouseResource
-from cloudwaste_pipeline.privacy.retention import BATCH_SIZE, account_owners, cleanup
+from cloudwaste_pipeline.privacy.retention import (
+    BATCH_SIZE,
+    account_owners,
+    cleanup,
+    positive_batch_size,
+)
 
 scan_job = dg.define_asset_job(
     "scan_job",
@@ -62,6 +67,9 @@ weekly_export_job = dg.define_asset_job(
 
 
 class CleanupConfig(dg.Config):
+    """Overrides of the retention settings for one run; None (not 0) means "use the setting",
+    and a given value obeys the setting's range, so no run config can go below the minimum."""
+
     raw_retention_days: int | None = None
     ml_retention_years: int | None = None
     batch_size: int = BATCH_SIZE
@@ -81,8 +89,13 @@ def cleanup_expired_data(
     anonymizer: AnonymizerResource,
     cloud: CloudResource,
 ) -> dict[str, int]:
-    raw_days = config.raw_retention_days or settings.raw_retention_days()
-    ml_years = config.ml_retention_years or settings.ml_retention_years()
+    raw_days = settings.given_or_setting(
+        "CLOUDWASTE_RAW_RETENTION_DAYS", config.raw_retention_days, "run config raw_retention_days"
+    )
+    ml_years = settings.given_or_setting(
+        "CLOUDWASTE_ML_RETENTION_YEARS", config.ml_retention_years, "run config ml_retention_years"
+    )
+    positive_batch_size(config.batch_size)
     # Account ownership (for per-user retention of account-level rows) is in the accounts file.
     if cloud.accounts_path().exists():
         owners = account_owners(cloud.accounts(), anonymizer.key_bytes(warehouse))
@@ -124,6 +137,8 @@ def prune_runs(instance: dg.DagsterInstance, created_before: datetime, batch_siz
 
 
 class RunPruneConfig(dg.Config):
+    """``run_retention_days``: None uses ``CLOUDWASTE_RUN_RETENTION_DAYS``; checked either way."""
+
     run_retention_days: int | None = None
     batch_size: int = 500
 
@@ -136,7 +151,11 @@ class RunPruneConfig(dg.Config):
 )
 @scrubbed
 def prune_dagster_runs(context: dg.OpExecutionContext, config: RunPruneConfig) -> int:
-    days = config.run_retention_days or settings.run_retention_days()
+    settings.validate_all()  # it uses no warehouse, but a run with a bad setting stops whole
+    days = settings.given_or_setting(
+        "CLOUDWASTE_RUN_RETENTION_DAYS", config.run_retention_days, "run config run_retention_days"
+    )
+    positive_batch_size(config.batch_size)
     deleted = prune_runs(context.instance, settings.now() - timedelta(days=days), config.batch_size)
     context.add_output_metadata({"runs_deleted": deleted, "run_retention_days": days})
     context.log.info(f"run retention {days} days: deleted {deleted} finished run(s)")

@@ -4,7 +4,6 @@ Clients are built lazily inside resource methods, never at import, so definition
 shows the graph) on a machine that has none of the credentials yet.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,9 @@ class WarehouseResource(dg.ConfigurableResource):
         return self.database_url or settings.database_url(self.home)
 
     def engine(self) -> Engine:
-        """The shared engine, migrated to the latest schema once per process."""
+        """The shared engine, migrated to the latest schema once per process; every setting is
+        checked first, so a run with a bad one stops before it touches data."""
+        settings.validate_all()
         url = self.url()
         engine = make_engine(url)
         if url not in _migrated:
@@ -121,7 +122,7 @@ class FilesResource(ResourceWithS3Configuration):
 
     def exports_s3_location(self) -> tuple[str, str] | None:
         """(bucket, prefix) of the S3 export destination, or None for local files."""
-        uri = self.exports_uri or os.environ.get("CLOUDWASTE_EXPORTS_S3_URI")
+        uri = self.exports_uri or settings.get("CLOUDWASTE_EXPORTS_S3_URI")
         if not uri:
             return None
         try:
@@ -159,7 +160,7 @@ class ActionsInboxResource(ResourceWithS3Configuration):
 
     def s3_location(self) -> tuple[str, str] | None:
         """(bucket, prefix), or None when no S3 inbox is configured; a malformed URI raises."""
-        uri = self.s3_uri or os.environ.get("CLOUDWASTE_ACTIONS_S3_URI")
+        uri = self.s3_uri or settings.get("CLOUDWASTE_ACTIONS_S3_URI")
         return parse_s3_uri(uri) if uri else None
 
     def s3_client(self) -> Any:

@@ -1,9 +1,12 @@
 """Retention: raw data (raw ids) goes after days, ML rows after years, sooner if a user asks.
 
 Raw data is what can identify a customer, so it is kept only as long as a day may need to be
-re-derived (``CLOUDWASTE_RAW_RETENTION_DAYS``, default 30): raw scans and scan errors by scan
-day, the user-action outbox by arrival, quarantine by when it was quarantined. Anonymized ML rows
-are kept for ``CLOUDWASTE_ML_RETENTION_YEARS`` (default 3), the predecessor's GDPR rule.
+re-derived (``CLOUDWASTE_RAW_RETENTION_DAYS``, default 30, at least 3): raw scans and scan
+errors by scan day, processed user-action outbox events by arrival (an unprocessed one is never
+deleted: the action run stores or quarantines it with its reason), quarantine by when it was
+quarantined. Anonymized ML rows are kept for ``CLOUDWASTE_ML_RETENTION_YEARS`` (default 3, at
+least 1), the predecessor's GDPR rule. Retention below those minimums is refused, from the
+environment, run config or a caller of ``cleanup``: a bad number must not empty the warehouse.
 
 Per-user retention: ``user_preferences.data_retention_years`` can only *shorten* it (the
 deployment's ML retention is the upper bound a user cannot lift). A user's shorter retention
@@ -27,7 +30,9 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_user
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.queries import in_chunks
@@ -75,12 +80,13 @@ expire with it."""
 
 def raw_rules(today: date, raw_days: int) -> list[Rule]:
     raw_cut = today - timedelta(days=raw_days)
+    outbox = schema.resource_action_events
     return [
         (schema.raw_scans, schema.raw_scans.c.scan_date < raw_cut),
         (schema.scan_errors, schema.scan_errors.c.scan_date < raw_cut),
-        (
-            schema.resource_action_events,
-            schema.resource_action_events.c.received_at < _midnight(raw_cut),
+        (  # never an unprocessed event: the action run quarantines it with its reason
+            outbox,
+            sa.and_(outbox.c.received_at < _midnight(raw_cut), outbox.c.processed_at.is_not(None)),
         ),
         (schema.quarantine, schema.quarantine.c.quarantined_at < _midnight(raw_cut)),
     ]
@@ -111,7 +117,9 @@ def shorter_retentions(
             prefs.c.data_retention_years < ml_years
         )
     ):
-        users[int(row.data_retention_years)].add(row.user_hash)
+        # A stored choice below the minimum (written around the API) counts as the minimum.
+        years = max(int(row.data_retention_years), settings.MIN_ML_RETENTION_YEARS)
+        users[years].add(row.user_hash)
     return {
         years: (sorted(hashes), sorted(a for a, u in owners.items() if u in hashes))
         for years, hashes in users.items()
@@ -130,6 +138,13 @@ def per_user_rules(
         for chunk in in_chunks(account_hashes):
             for table in ACCOUNT_TABLES:
                 yield table, sa.and_(table.c.account_hash.in_(chunk), ml_expired(table, cut))
+
+
+def positive_batch_size(batch_size: int) -> int:
+    """A batch of 0 rows would loop forever; a negative one means "no limit" on SQLite."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CloudWasteError(f"batch_size={batch_size!r} is not allowed: expected 1 or more")
+    return batch_size
 
 
 def delete_in_batches(
@@ -160,7 +175,11 @@ def cleanup(
 
     ``owners`` (``account_owners``) maps accounts to their owner, so a user's shorter retention
     reaches the account-level rows; without it only the rows keyed by their user hash follow it.
+    Retention below the settings' minimum is refused before anything is deleted, whoever asks.
     """
+    settings.check("CLOUDWASTE_RAW_RETENTION_DAYS", raw_days, "raw_days")
+    settings.check("CLOUDWASTE_ML_RETENTION_YEARS", ml_years, "ml_years")
+    positive_batch_size(batch_size)
     with engine.connect() as conn:
         shorter = shorter_retentions(conn, ml_years, owners or {})
     rules = retention_rules(today, raw_days, ml_years) + list(per_user_rules(today, shorter))

@@ -18,7 +18,6 @@ its message scrubbed of ids, and the rest of the scan goes on: a ``partial`` sca
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -30,6 +29,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError
 from azure.core.pipeline.policies import SansIOHTTPPolicy
 
+from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.accounts import Account
 from cloudwaste_pipeline.privacy.anonymize import scrub_text
 from cloudwaste_pipeline.scanning import pricing_azure as pricing
@@ -110,9 +110,9 @@ class Endpoints:
         """
         default = cls()
         return cls(
-            arm=os.environ.get("CLOUDWASTE_AZURE_ARM_ENDPOINT") or default.arm,
-            metrics=os.environ.get("CLOUDWASTE_AZURE_METRICS_ENDPOINT") or default.metrics,
-            logs=os.environ.get("CLOUDWASTE_AZURE_LOGS_ENDPOINT") or default.logs,
+            arm=settings.get("CLOUDWASTE_AZURE_ARM_ENDPOINT") or default.arm,
+            metrics=settings.get("CLOUDWASTE_AZURE_METRICS_ENDPOINT") or default.metrics,
+            logs=settings.get("CLOUDWASTE_AZURE_LOGS_ENDPOINT") or default.logs,
         )
 
     @property
