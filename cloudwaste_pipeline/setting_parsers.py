@@ -114,7 +114,7 @@ class PathText:
 
 @dataclass(frozen=True)
 class DatabaseUrl:
-    allowed: str = "a SQLAlchemy URL, `postgresql+psycopg2://...` or `sqlite:///...`"
+    allowed: str = "the warehouse's SQLAlchemy URL, `postgresql+psycopg2://...` or `sqlite:///...`"
 
     def parse(self, text: str) -> str:
         import sqlalchemy as sa  # only when a URL is set, and sqlalchemy is loaded by then
@@ -138,6 +138,17 @@ class Key:
         if len(text.strip().encode("utf-8")) < MIN_KEY_BYTES:
             raise ValueError("too short")
         return text.strip()
+
+
+@dataclass(frozen=True)
+class Keys:
+    allowed: str = "comma-separated earlier keys, oldest first, each 16+ bytes"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        keys = tuple(k.strip() for k in text.split(",") if k.strip())
+        for key in keys:
+            Key().parse(key)
+        return keys
 
 
 @dataclass(frozen=True)

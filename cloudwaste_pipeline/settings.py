@@ -28,6 +28,7 @@ from cloudwaste_pipeline.setting_parsers import (
     DatabaseUrl,
     Integer,
     Key,
+    Keys,
     Moment,
     Names,
     Parser,
@@ -110,6 +111,14 @@ REGISTRY: dict[str, Setting] = {
             None,
             "none (required)",
             "HMAC key of every hashed id; only the demo and the tests generate one",
+            secret=True,
+        ),
+        Setting(
+            "CLOUDWASTE_ANONYMIZATION_PREVIOUS_KEYS",
+            Keys(),
+            None,
+            "none",
+            "after `cloudwaste rotate-key`: the earlier keys, oldest first (see Reliability)",
             secret=True,
         ),
         Setting(

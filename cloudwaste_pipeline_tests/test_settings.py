@@ -265,6 +265,7 @@ def test_every_setting_the_package_names_is_registered() -> None:
 ENVIRON_READERS = {
     "settings.py",  # the registry
     "privacy/anonymize.py",  # load_key's own strict checks, declared in the registry
+    "privacy/keyring.py",  # the key chain's own strict checks, declared in the registry
     "simulation/replay.py",  # saves and restores AWS_* around the simulated cloud
     "simulation/azure_fake.py",  # the same for the fake's CLOUDWASTE_AZURE_* and AZURE_*
 }
