@@ -44,15 +44,17 @@ def resources(url: str, accounts: Path) -> dict[str, Any]:
     }
 
 
-def materialize(asset: Any, day: date, url: str, accounts: Path) -> dg.ExecuteInProcessResult:
-    """One run of ``asset``'s partition (day, ALIAS) on an instance of its own."""
+def materialize(
+    asset: Any, day: date | None, url: str, accounts: Path
+) -> dg.ExecuteInProcessResult:
+    """One run of ``asset`` (its partition (day, ALIAS) if ``day``) on an instance of its own."""
     from cloudwaste_pipeline.defs.partitions import scan_key
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("cloud_accounts", [ALIAS])
     return dg.materialize(
         [asset],
-        partition_key=scan_key(day, ALIAS),
+        partition_key=scan_key(day, ALIAS) if day else None,
         resources=resources(url, accounts),
         instance=instance,
         raise_on_error=False,

@@ -5,6 +5,7 @@ load functions or as two Dagster runs of the same partition that no run queue se
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloudwaste_pipeline import api
+from cloudwaste_pipeline.defs.assets.actions import user_action_patterns
 from cloudwaste_pipeline.defs.assets.scans import ml_training_data, raw_cloud_scans
+from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import locks, queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
 from cloudwaste_pipeline_tests import slice_runs, slices
@@ -21,6 +25,7 @@ from cloudwaste_pipeline_tests.slices import DAY, Overlap
 from cloudwaste_pipeline_tests.test_warehouse import partition, training_row
 
 ACCOUNT_HASH = "a" * 64
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MONTH = "2026-11"
 
 
@@ -174,3 +179,48 @@ def test_two_dagster_runs_of_todays_scan_store_it_once(
     ]
     assert count(engine, schema.raw_scans) == 1
     assert count(engine, schema.scan_errors) == 2
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_an_action_batch_beside_a_training_load_labels_the_new_rows(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """The load joined the labels before the batch committed, the batch labelled before the load
+    committed: before the labels lock, the day's new row of the acted-on resource stayed
+    unlabelled on PostgreSQL (the label is what the model learns)."""
+    url = request.getfixturevalue(f"{backend}_url")
+    accounts = slice_runs.write_accounts(tmp_path)
+    engine = slice_runs.resources(url, accounts)["warehouse"].engine()
+    yesterday = DAY - timedelta(days=1)
+    for day in (yesterday, DAY):
+        with engine.begin() as conn:
+            queries.store_raw_scan(conn, slices.ALIAS, slices.raw_scan(day))
+    assert slice_runs.materialize(ml_training_data, yesterday, url, accounts).success
+    resource = slices.raw_scan().detections[0]["resource_id"]
+    api.record_user_action(
+        user_id="user-1",
+        account_id=slices.ACCOUNT_ID,
+        provider="aws",
+        resource_id=resource,
+        action="deleted",
+        action_at=datetime(2026, 11, 16, 1, tzinfo=UTC),
+        database_url=url,
+    )
+    ml = schema.ml_training_data
+    results = Overlap(engine, ml, statement="UPDATE").run(
+        lambda: slice_runs.materialize(ml_training_data, DAY, url, accounts),
+        lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+    )
+    assert [r.success for r in results] == [True, True], [
+        slice_runs.failure_text(r) for r in results
+    ]
+    resource_hash = hash_id("resource", "aws", resource, slices.KEY.encode())
+    with engine.connect() as conn:
+        labels = conn.execute(
+            sa.select(ml.c.scan_date, ml.c.user_action)
+            .where(ml.c.resource_hash == resource_hash)
+            .order_by(ml.c.scan_date)
+        ).all()
+    assert [tuple(r) for r in labels] == [(yesterday, "deleted"), (DAY, "deleted")]

@@ -49,15 +49,16 @@ def slice_key(what: str, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big", signed=True)
 
 
-def lock_slice(conn: Connection, what: str, *parts: object) -> None:
+def lock_slice(conn: Connection, what: str, *parts: object, shared: bool = False) -> None:
     """Wait until no other transaction writes this slice, and hold it until this one ends.
 
     Call it first in the transaction that reads and rewrites the slice (taking it again is
-    harmless). On SQLite a transaction that already wrote holds the database's write lock.
+    harmless). ``shared``: many holders at once, none beside an exclusive one (PostgreSQL only;
+    SQLite has one writer). On SQLite a transaction that already wrote holds the write lock.
     """
     if conn.dialect.name == "postgresql":
-        key = slice_key(what, *parts)
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": slice_key(what, *parts)})
     elif conn.dialect.name == "sqlite":
         dbapi = conn.connection.dbapi_connection
         if dbapi is not None and not dbapi.in_transaction:

@@ -15,7 +15,7 @@ from cloudwaste_pipeline.costs import month_bounds
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import Batch, read_frame, replace_rows
-from cloudwaste_pipeline.warehouse.locks import lock_rows
+from cloudwaste_pipeline.warehouse.locks import lock_rows, lock_slice
 
 
 def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
@@ -142,8 +142,24 @@ def replace_scan_partition(
     return replace_rows(conn, table, where, frame)
 
 
-def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
+LABELS = "ml_training_data.user_action"
+"""The lock between training loads and label writers (``apply_labels``)."""
+
+
+def lock_labels_for_load(conn: Connection) -> None:
+    """Before a training load writes: loads hold the labels lock together (``shared``)."""
+    lock_slice(conn, LABELS, shared=True)
+
+
+def apply_labels(conn: Connection, where: sa.ColumnElement[bool], *, loading: bool = False) -> int:
     """Join the latest user action of each resource into ``ml_training_data.user_action``.
+
+    Training rows and actions come from different runs, each blind to the other's uncommitted
+    rows: a load that joined the labels before an action batch committed, and a batch that
+    labelled before the load committed, would leave the new rows unlabelled. So a load holds the
+    labels lock shared from before its insert (``lock_labels_for_load``; ``loading=True`` here),
+    loads run side by side, and every other caller (an action batch, an erasure) takes it
+    exclusively here: it waits for the loads in flight, then sees their rows.
 
     ``user_action_patterns`` is the source of truth for labels, so rebuilding a scan day (or
     re-running an action batch) re-joins them and never drops one. One set-based
@@ -152,6 +168,8 @@ def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
     new rows yet, and the per-row lookup degraded into 25k table scans on PostgreSQL). Rows of
     resources nobody acted on are left as they are.
     """
+    if not loading:
+        lock_slice(conn, LABELS)
     ml, actions = schema.ml_training_data, schema.user_action_patterns
     selected = sa.select(ml.c.resource_hash).where(where).correlate(None)
     ranked = (

@@ -240,10 +240,11 @@ def ml_training_data(
             yield chunk
 
     with locks.writing(warehouse.engine(), d.part.describe(table.name)) as conn:
+        queries.lock_labels_for_load(conn)
         deleted, inserted = queries.replace_scan_partition(
             conn, table, d.part.day, d.account_hash, chunks()
         )
-        queries.apply_labels(conn, partition)
+        queries.apply_labels(conn, partition, loading=True)
         labels = conn.execute(
             sa.select(sa.func.count()).where(partition, table.c.user_action.is_not(None))
         ).scalar()
