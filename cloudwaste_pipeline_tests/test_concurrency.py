@@ -16,6 +16,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.defs.assets.actions import user_action_patterns
+from cloudwaste_pipeline.defs.assets.costs import cost_trend_data
 from cloudwaste_pipeline.defs.assets.scans import ml_training_data, raw_cloud_scans
 from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import locks, queries, schema
@@ -181,46 +182,77 @@ def test_two_dagster_runs_of_todays_scan_store_it_once(
     assert count(engine, schema.scan_errors) == 2
 
 
-@pytest.mark.parametrize(
-    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-)
+YESTERDAY = DAY - timedelta(days=1)
+RESOURCE = slices.raw_scan().detections[0]["resource_id"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+def labelled_history(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Any:
+    """Two stored scan days, the first derived, and a deletion of the first volume recorded."""
+    url = request.getfixturevalue(f"{backend}_url")
+    accounts = slice_runs.write_accounts(tmp_path)
+    engine = slice_runs.resources(url, accounts)["warehouse"].engine()
+    for day in (YESTERDAY, DAY):
+        with engine.begin() as conn:
+            queries.store_raw_scan(conn, slices.ALIAS, slices.raw_scan(day))
+    assert slice_runs.materialize(ml_training_data, YESTERDAY, url, accounts).success
+    api.record_user_action(
+        user_id="user-1",
+        account_id=slices.ACCOUNT_ID,
+        provider="aws",
+        resource_id=RESOURCE,
+        action="deleted",
+        action_at=datetime(2026, 11, 16, 1, tzinfo=UTC),
+        database_url=url,
+    )
+    return url, accounts, engine
+
+
+def all_succeeded(results: list[Any]) -> None:
+    assert [r.success for r in results] == [True, True], [
+        slice_runs.failure_text(r) for r in results
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_an_action_batch_beside_a_training_load_labels_the_new_rows(
     request: pytest.FixtureRequest, backend: str, tmp_path: Path
 ) -> None:
     """The load joined the labels before the batch committed, the batch labelled before the load
     committed: before the labels lock, the day's new row of the acted-on resource stayed
     unlabelled on PostgreSQL (the label is what the model learns)."""
-    url = request.getfixturevalue(f"{backend}_url")
-    accounts = slice_runs.write_accounts(tmp_path)
-    engine = slice_runs.resources(url, accounts)["warehouse"].engine()
-    yesterday = DAY - timedelta(days=1)
-    for day in (yesterday, DAY):
-        with engine.begin() as conn:
-            queries.store_raw_scan(conn, slices.ALIAS, slices.raw_scan(day))
-    assert slice_runs.materialize(ml_training_data, yesterday, url, accounts).success
-    resource = slices.raw_scan().detections[0]["resource_id"]
-    api.record_user_action(
-        user_id="user-1",
-        account_id=slices.ACCOUNT_ID,
-        provider="aws",
-        resource_id=resource,
-        action="deleted",
-        action_at=datetime(2026, 11, 16, 1, tzinfo=UTC),
-        database_url=url,
-    )
+    url, accounts, engine = labelled_history(request, backend, tmp_path)
     ml = schema.ml_training_data
-    results = Overlap(engine, ml, statement="UPDATE").run(
-        lambda: slice_runs.materialize(ml_training_data, DAY, url, accounts),
-        lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+    all_succeeded(
+        Overlap(engine, ml, statement="UPDATE").run(
+            lambda: slice_runs.materialize(ml_training_data, DAY, url, accounts),
+            lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+        )
     )
-    assert [r.success for r in results] == [True, True], [
-        slice_runs.failure_text(r) for r in results
-    ]
-    resource_hash = hash_id("resource", "aws", resource, slices.KEY.encode())
+    resource_hash = hash_id("resource", "aws", RESOURCE, slices.KEY.encode())
     with engine.connect() as conn:
         labels = conn.execute(
             sa.select(ml.c.scan_date, ml.c.user_action)
             .where(ml.c.resource_hash == resource_hash)
             .order_by(ml.c.scan_date)
         ).all()
-    assert [tuple(r) for r in labels] == [(yesterday, "deleted"), (DAY, "deleted")]
+    assert [tuple(r) for r in labels] == [(YESTERDAY, "deleted"), (DAY, "deleted")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_action_batch_beside_a_cost_trend_rebuild_counts_the_saving(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """The rebuild read the month's actions before the batch committed and wrote its row after
+    the batch had refreshed it: before the month lock, the deletion's saving was lost."""
+    url, accounts, engine = labelled_history(request, backend, tmp_path)
+    all_succeeded(
+        Overlap(engine, schema.user_action_patterns, statement="SELECT").run(
+            lambda: slice_runs.materialize(cost_trend_data, DAY, url, accounts, month=True),
+            lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+        )
+    )
+    trends = schema.cost_trend_data
+    with engine.connect() as conn:
+        saved = conn.execute(sa.select(trends.c.month, trends.c.waste_eliminated)).all()
+    assert [tuple(r) for r in saved] == [("2026-11", 8.0)]  # the first volume's monthly cost
