@@ -62,7 +62,7 @@ def missing_scan_message(part: ScanPartition) -> str:
 
 
 def stored_scan(warehouse: WarehouseResource, part: ScanPartition) -> dict[str, Any]:
-    with warehouse.engine().connect() as conn:
+    with locks.reading(warehouse.engine(), part.describe("the raw scan")) as conn:
         scan = queries.load_raw_scan(conn, part.account.provider, part.account.cloud_id, part.day)
     if scan is None:
         raise dg.Failure(description=missing_scan_message(part))
