@@ -26,6 +26,8 @@ from cloudwaste_pipeline_tests.slices import DAY, Overlap
 from cloudwaste_pipeline_tests.test_warehouse import partition, training_row
 
 ACCOUNT_HASH = "a" * 64
+YESTERDAY = DAY - timedelta(days=1)
+RESOURCE = slices.raw_scan().detections[0]["resource_id"]
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MONTH = "2026-11"
 
@@ -90,23 +92,34 @@ def test_overlapping_writers_of_one_slice_leave_one_copy(engine: Engine, name: s
     assert {t: count(engine, t) for t in expected} == expected
 
 
-def test_overlapping_writers_of_other_slices_do_not_wait_for_each_other(
+def test_the_lock_is_keyed_by_table_day_and_account_not_by_the_predicate(
     postgres_engine: Engine,
 ) -> None:
-    """The lock is per slice: a writer of another account's day is not held behind the first
-    (it would hang here, the first waiting for it to delete)."""
-    table = schema.ml_training_data
-    accounts = iter(["a" * 64, "b" * 64])
+    """Other days and accounts run side by side; the same day and account is one slice however
+    a writer selects it (here: the lifecycle's scan events only, or the whole day)."""
+    keys: list[int] = []
 
-    def write() -> tuple[int, int]:
-        account = next(accounts)
-        with postgres_engine.begin() as conn:
-            return queries.replace_scan_partition(
-                conn, table, DAY, account, partition(DAY, 2, account=account)
-            )
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            keys.append(parameters["key"])
 
-    assert Overlap(postgres_engine, table).run(write) == [(0, 2), (0, 2)]
-    assert count(postgres_engine, table) == 4
+    table = schema.resource_lifecycle_events
+    writes = [
+        (DAY, "a" * 64, table.c.event_type.in_(["detected", "metrics_updated"])),
+        (DAY, "a" * 64, None),
+        (DAY, "b" * 64, None),
+        (YESTERDAY, "a" * 64, None),
+    ]
+    sa.event.listen(postgres_engine, "before_cursor_execute", record)
+    try:
+        for day, account, extra in writes:
+            with postgres_engine.begin() as conn:
+                queries.replace_scan_partition(conn, table, day, account, [], extra=extra)
+    finally:
+        sa.event.remove(postgres_engine, "before_cursor_execute", record)
+    assert len(keys) == 4
+    assert keys[0] == keys[1]
+    assert len(set(keys)) == 3
 
 
 def test_overlapping_action_batches_store_each_event_once(engine: Engine) -> None:
@@ -180,11 +193,6 @@ def test_two_dagster_runs_of_todays_scan_store_it_once(
     ]
     assert count(engine, schema.raw_scans) == 1
     assert count(engine, schema.scan_errors) == 2
-
-
-YESTERDAY = DAY - timedelta(days=1)
-RESOURCE = slices.raw_scan().detections[0]["resource_id"]
-BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 def labelled_history(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Any:
