@@ -44,15 +44,19 @@ def resources(url: str, accounts: Path) -> dict[str, Any]:
     }
 
 
-def materialize(asset: Any, day: date, url: str, accounts: Path) -> dg.ExecuteInProcessResult:
-    """One run of ``asset``'s partition (day, ALIAS) on an instance of its own."""
-    from cloudwaste_pipeline.defs.partitions import scan_key
+def materialize(
+    asset: Any, day: date | None, url: str, accounts: Path, *, month: bool = False
+) -> dg.ExecuteInProcessResult:
+    """One run of ``asset`` (of its partition of ``day``, or its month, and ALIAS if ``day``)
+    on an instance of its own."""
+    from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions("cloud_accounts", [ALIAS])
+    key = None if day is None else (month_key if month else scan_key)(day, ALIAS)
     return dg.materialize(
         [asset],
-        partition_key=scan_key(day, ALIAS),
+        partition_key=key,
         resources=resources(url, accounts),
         instance=instance,
         raise_on_error=False,

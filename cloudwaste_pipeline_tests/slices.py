@@ -66,65 +66,73 @@ def is_delete_of(table: sa.Table, statement: str) -> bool:
     return statement.lstrip().upper().startswith("DELETE FROM") and table.name in statement
 
 
-def may_wait(engine: Engine, table: sa.Table, statement: str) -> bool:
-    """A statement that waits while another transaction writes ``table``'s slice: a lock, or on
-    SQLite any write (one writer per database file)."""
-    if "pg_advisory_xact_lock" in statement or statement.startswith("BEGIN IMMEDIATE"):
+WRITES = ("INSERT", "UPDATE", "DELETE", "BEGIN")
+
+
+def may_wait(engine: Engine, statement: str) -> bool:
+    """A statement that may wait for another writer's transaction: a lock, or on SQLite any
+    write (one writer per database file)."""
+    if "pg_advisory_xact_lock" in statement:
         return True
-    return engine.dialect.name == "sqlite" and is_delete_of(table, statement)
+    return engine.dialect.name == "sqlite" and statement.lstrip().upper().startswith(WRITES)
 
 
 @dataclass
 class Overlap:
     """Two writers of one slice, overlapping where it hurts.
 
-    The first pauses right after its DELETE of ``table`` (before its INSERT); the second then
-    runs until it has deleted too, or until it reaches a statement that waits for the first (a
-    lock); only then does the first go on. Statement hooks (SQLAlchemy cursor events), so the
-    same test runs against the code before and after the writer lock.
+    The first pauses right after its first ``statement`` (DELETE, UPDATE...) on ``table``; the
+    second then runs until it ends or reaches a statement that may wait for the first (a lock);
+    only then does the first go on. Statement hooks (SQLAlchemy
+    cursor events), so the same test runs against the code before and after the writer lock.
     """
 
     engine: Engine
     table: sa.Table
+    statement: str = "DELETE"
     first_paused: threading.Event = field(default_factory=threading.Event)
     second_reached: threading.Event = field(default_factory=threading.Event)
     roles: dict[int, str] = field(default_factory=dict)
 
+    def _pauses_after(self, statement: str) -> bool:
+        words = statement.lstrip().upper()
+        return words.startswith(self.statement) and self.table.name in statement
+
     def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
         role = self.roles.get(threading.get_ident())
-        if role == "second" and may_wait(self.engine, self.table, statement):
+        if role == "second" and may_wait(self.engine, statement):
             self.second_reached.set()
 
     def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
         role = self.roles.get(threading.get_ident())
-        if not is_delete_of(self.table, statement):
-            return
-        if role == "first" and not self.first_paused.is_set():
+        if role == "first" and self._pauses_after(statement) and not self.first_paused.is_set():
             self.first_paused.set()
             assert self.second_reached.wait(WAIT), "the second writer never came"
-        elif role == "second":
-            self.second_reached.set()
 
-    def run(self, write: Callable[[], Any]) -> list[Any]:
-        """Run ``write`` as the first and as the second writer; their results or exceptions."""
+    def run(self, first: Callable[[], Any], second: Callable[[], Any] | None = None) -> list[Any]:
+        """Run ``first`` and ``second`` (default: ``first`` again) as the two writers; their
+        results, or the exceptions they raised."""
         results: dict[str, Any] = {}
 
-        def writer(role: str) -> None:
+        def writer(role: str, write: Callable[[], Any]) -> None:
             self.roles[threading.get_ident()] = role
             try:
                 results[role] = write()
             except BaseException as exc:  # reported to the test, which asserts on it
                 results[role] = exc
+            finally:
+                if role == "second":
+                    self.second_reached.set()
 
         sa.event.listen(self.engine, "before_cursor_execute", self._before)
         sa.event.listen(self.engine, "after_cursor_execute", self._after)
         try:
-            first = threading.Thread(target=writer, args=("first",))
-            first.start()
-            assert self.first_paused.wait(WAIT), "the first writer never deleted"
-            second = threading.Thread(target=writer, args=("second",))
-            second.start()
-            for thread in (first, second):
+            one = threading.Thread(target=writer, args=("first", first))
+            one.start()
+            assert self.first_paused.wait(WAIT), f"the first writer never ran {self.statement}"
+            two = threading.Thread(target=writer, args=("second", second or first))
+            two.start()
+            for thread in (one, two):
                 thread.join(WAIT)
                 assert not thread.is_alive(), "a writer hung"
         finally:

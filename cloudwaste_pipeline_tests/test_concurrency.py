@@ -5,6 +5,7 @@ load functions or as two Dagster runs of the same partition that no run queue se
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from cloudwaste_pipeline import api
+from cloudwaste_pipeline.defs.assets.actions import user_action_patterns
+from cloudwaste_pipeline.defs.assets.costs import cost_trend_data
 from cloudwaste_pipeline.defs.assets.scans import ml_training_data, raw_cloud_scans
+from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import locks, queries, schema
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
 from cloudwaste_pipeline_tests import slice_runs, slices
@@ -21,6 +26,9 @@ from cloudwaste_pipeline_tests.slices import DAY, Overlap
 from cloudwaste_pipeline_tests.test_warehouse import partition, training_row
 
 ACCOUNT_HASH = "a" * 64
+YESTERDAY = DAY - timedelta(days=1)
+RESOURCE = slices.raw_scan().detections[0]["resource_id"]
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MONTH = "2026-11"
 
 
@@ -84,23 +92,34 @@ def test_overlapping_writers_of_one_slice_leave_one_copy(engine: Engine, name: s
     assert {t: count(engine, t) for t in expected} == expected
 
 
-def test_overlapping_writers_of_other_slices_do_not_wait_for_each_other(
+def test_the_lock_is_keyed_by_table_day_and_account_not_by_the_predicate(
     postgres_engine: Engine,
 ) -> None:
-    """The lock is per slice: a writer of another account's day is not held behind the first
-    (it would hang here, the first waiting for it to delete)."""
-    table = schema.ml_training_data
-    accounts = iter(["a" * 64, "b" * 64])
+    """Other days and accounts run side by side; the same day and account is one slice however
+    a writer selects it (here: the lifecycle's scan events only, or the whole day)."""
+    keys: list[int] = []
 
-    def write() -> tuple[int, int]:
-        account = next(accounts)
-        with postgres_engine.begin() as conn:
-            return queries.replace_scan_partition(
-                conn, table, DAY, account, partition(DAY, 2, account=account)
-            )
+    def record(conn, cursor, statement, parameters, context, executemany) -> None:
+        if "pg_advisory_xact_lock" in statement:
+            keys.append(parameters["key"])
 
-    assert Overlap(postgres_engine, table).run(write) == [(0, 2), (0, 2)]
-    assert count(postgres_engine, table) == 4
+    table = schema.resource_lifecycle_events
+    writes = [
+        (DAY, "a" * 64, table.c.event_type.in_(["detected", "metrics_updated"])),
+        (DAY, "a" * 64, None),
+        (DAY, "b" * 64, None),
+        (YESTERDAY, "a" * 64, None),
+    ]
+    sa.event.listen(postgres_engine, "before_cursor_execute", record)
+    try:
+        for day, account, extra in writes:
+            with postgres_engine.begin() as conn:
+                queries.replace_scan_partition(conn, table, day, account, [], extra=extra)
+    finally:
+        sa.event.remove(postgres_engine, "before_cursor_execute", record)
+    assert len(keys) == 4
+    assert keys[0] == keys[1]
+    assert len(set(keys)) == 3
 
 
 def test_overlapping_action_batches_store_each_event_once(engine: Engine) -> None:
@@ -174,3 +193,74 @@ def test_two_dagster_runs_of_todays_scan_store_it_once(
     ]
     assert count(engine, schema.raw_scans) == 1
     assert count(engine, schema.scan_errors) == 2
+
+
+def labelled_history(request: pytest.FixtureRequest, backend: str, tmp_path: Path) -> Any:
+    """Two stored scan days, the first derived, and a deletion of the first volume recorded."""
+    url = request.getfixturevalue(f"{backend}_url")
+    accounts = slice_runs.write_accounts(tmp_path)
+    engine = slice_runs.resources(url, accounts)["warehouse"].engine()
+    for day in (YESTERDAY, DAY):
+        with engine.begin() as conn:
+            queries.store_raw_scan(conn, slices.ALIAS, slices.raw_scan(day))
+    assert slice_runs.materialize(ml_training_data, YESTERDAY, url, accounts).success
+    api.record_user_action(
+        user_id="user-1",
+        account_id=slices.ACCOUNT_ID,
+        provider="aws",
+        resource_id=RESOURCE,
+        action="deleted",
+        action_at=datetime(2026, 11, 16, 1, tzinfo=UTC),
+        database_url=url,
+    )
+    return url, accounts, engine
+
+
+def all_succeeded(results: list[Any]) -> None:
+    assert [r.success for r in results] == [True, True], [
+        slice_runs.failure_text(r) for r in results
+    ]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_action_batch_beside_a_training_load_labels_the_new_rows(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """The load joined the labels before the batch committed, the batch labelled before the load
+    committed: before the labels lock, the day's new row of the acted-on resource stayed
+    unlabelled on PostgreSQL (the label is what the model learns)."""
+    url, accounts, engine = labelled_history(request, backend, tmp_path)
+    ml = schema.ml_training_data
+    all_succeeded(
+        Overlap(engine, ml, statement="UPDATE").run(
+            lambda: slice_runs.materialize(ml_training_data, DAY, url, accounts),
+            lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+        )
+    )
+    resource_hash = hash_id("resource", "aws", RESOURCE, slices.KEY.encode())
+    with engine.connect() as conn:
+        labels = conn.execute(
+            sa.select(ml.c.scan_date, ml.c.user_action)
+            .where(ml.c.resource_hash == resource_hash)
+            .order_by(ml.c.scan_date)
+        ).all()
+    assert [tuple(r) for r in labels] == [(YESTERDAY, "deleted"), (DAY, "deleted")]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_action_batch_beside_a_cost_trend_rebuild_counts_the_saving(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    """The rebuild read the month's actions before the batch committed and wrote its row after
+    the batch had refreshed it: before the month lock, the deletion's saving was lost."""
+    url, accounts, engine = labelled_history(request, backend, tmp_path)
+    all_succeeded(
+        Overlap(engine, schema.user_action_patterns, statement="SELECT").run(
+            lambda: slice_runs.materialize(cost_trend_data, DAY, url, accounts, month=True),
+            lambda: slice_runs.materialize(user_action_patterns, None, url, accounts),
+        )
+    )
+    trends = schema.cost_trend_data
+    with engine.connect() as conn:
+        saved = conn.execute(sa.select(trends.c.month, trends.c.waste_eliminated)).all()
+    assert [tuple(r) for r in saved] == [("2026-11", 8.0)]  # the first volume's monthly cost

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import faults
-from cloudwaste_pipeline.defs.assets.scans import raw_cloud_scans
+from cloudwaste_pipeline.defs.assets.scans import ml_training_data, raw_cloud_scans
 from cloudwaste_pipeline.warehouse import engine as engine_module
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline_tests import slice_runs, slices
@@ -77,7 +77,34 @@ def assert_failed_cleanly(result: Any) -> None:
     assert not result.success
     text = slice_runs.failure_text(result)
     assert ACCOUNT_ID not in text, text  # no SQL parameters, no chained driver error
-    assert "rolled back" in text and slices.ALIAS in text, text
+    assert "re-run" in text and slices.ALIAS in text, text
+
+
+def killing_own_backend(engine: Engine, admin: Engine, verb: str, table: sa.Table) -> Any:
+    """A cursor hook that has PostgreSQL terminate the connection about to run the first
+    ``verb`` statement on ``table`` (what a restart or failover does to a run)."""
+    killed: list[int] = []
+
+    def hook(conn, cursor, statement, parameters, context, executemany) -> None:
+        words = statement.lstrip().upper()
+        if not killed and words.startswith(verb) and table.name in statement:
+            pid = conn.connection.dbapi_connection.get_backend_pid()
+            with admin.connect() as admin_conn:
+                admin_conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            killed.append(pid)
+
+    hook.killed = killed
+    return hook
+
+
+def run_killed(engine: Engine, hook: Any, run: Any) -> Any:
+    sa.event.listen(engine, "before_cursor_execute", hook)
+    try:
+        result = run()
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", hook)
+    assert hook.killed
+    return result
 
 
 @pytest.mark.postgres
@@ -88,26 +115,45 @@ def test_postgres_going_away_mid_run_fails_it_clearly_and_the_rerun_stores_one_c
     accounts = slice_runs.write_accounts(tmp_path)
     engine = slice_runs.resources(postgres_url, accounts)["warehouse"].engine()  # migrated
     slices.write_slice(engine, "raw", slices.raw_scan(detections=3, errors=1))
-    killed: list[int] = []
-
-    def kill_own_backend(conn, cursor, statement, parameters, context, executemany) -> None:
-        if not killed and slices.is_delete_of(schema.raw_scans, statement):
-            pid = conn.connection.dbapi_connection.get_backend_pid()
-            with postgres_admin.connect() as admin:
-                admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-            killed.append(pid)
-
-    sa.event.listen(engine, "before_cursor_execute", kill_own_backend)
-    try:
-        failed = slice_runs.materialize(raw_cloud_scans, DAY, postgres_url, accounts)
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", kill_own_backend)
-    assert killed
+    hook = killing_own_backend(engine, postgres_admin, "DELETE", schema.raw_scans)
+    failed = run_killed(
+        engine, hook, lambda: slice_runs.materialize(raw_cloud_scans, DAY, postgres_url, accounts)
+    )
     assert_failed_cleanly(failed)
     assert state(engine, "raw") == ([3], 1)
     rerun = slice_runs.materialize(raw_cloud_scans, DAY, postgres_url, accounts)
     assert rerun.success
     assert state(engine, "raw") == ([3], 2)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    ("verb", "table"),
+    [("SELECT", schema.raw_scans), ("DELETE", schema.ml_training_data)],
+    ids=["reading the raw scan", "replacing the day"],
+)
+def test_postgres_going_away_while_deriving_fails_clearly_and_keeps_the_day(
+    postgres_url: str, postgres_admin: Engine, tmp_path: Path, verb: str, table: sa.Table
+) -> None:
+    accounts = slice_runs.write_accounts(tmp_path)
+    engine = slice_runs.resources(postgres_url, accounts)["warehouse"].engine()  # migrated
+    slices.write_slice(engine, "raw", slices.raw_scan())
+
+    def derive() -> Any:
+        return slice_runs.materialize(ml_training_data, DAY, postgres_url, accounts)
+
+    assert derive().success
+    ml = schema.ml_training_data
+    with engine.connect() as conn:
+        before = sorted(conn.execute(sa.select(ml.c.id)).scalars())
+    assert_failed_cleanly(
+        run_killed(engine, killing_own_backend(engine, postgres_admin, verb, table), derive)
+    )
+    with engine.connect() as conn:
+        assert sorted(conn.execute(sa.select(ml.c.id)).scalars()) == before  # the same rows
+    assert derive().success
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(ml)).scalar_one() == 3
 
 
 def test_sqlite_locked_past_its_busy_timeout_fails_the_run_clearly_and_the_rerun_stores_one_copy(

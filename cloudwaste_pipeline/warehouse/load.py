@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from cloudwaste_pipeline.faults import crash_point
-from cloudwaste_pipeline.warehouse.locks import lock_rows
+from cloudwaste_pipeline.warehouse.locks import lock_rows, lock_slice
 from cloudwaste_pipeline.warehouse.schema import dumps_json
 
 CHUNK_ROWS = 10_000
@@ -473,19 +473,26 @@ def replace_rows(
     table: sa.Table,
     where: sa.ColumnElement[bool],
     frames: Batch | Iterable[Batch],
+    *,
+    slice_of: Sequence[object] | None = None,
 ) -> tuple[int, int]:
     """Delete the rows ``where`` selects, then insert the frame(s); returns (deleted, inserted).
 
     Run it inside the caller's transaction: re-running a partition then replaces it atomically,
     and an insert that fails (a stream's later frame included) takes the delete back with it.
-    The slice is locked first (``locks.lock_rows``: keyed by the table and the predicate's
-    values), so two overlapping writers of the same rows run one after the other and the second
-    deletes what the first inserted, on PostgreSQL as on SQLite. A caller that reads the slice
-    before rewriting it takes the same lock earlier, with the same ``where``.
+    The slice is locked first, so two overlapping writers of the same rows run one after the
+    other and the second deletes what the first inserted, on PostgreSQL as on SQLite. The lock
+    is keyed by ``slice_of`` (what the rows are about, e.g. a day and an account hash: every
+    writer of that data takes the same lock however it selects it), else by the predicate and
+    its values (``locks.lock_rows``). A caller that reads the slice before rewriting it takes the
+    same lock earlier.
     """
     if isinstance(frames, pd.DataFrame | Mapping):
         check_columns(table, frames)  # before deleting anything
-    lock_rows(conn, table, where)
+    if slice_of is None:
+        lock_rows(conn, table, where)
+    else:
+        lock_slice(conn, table.fullname, *slice_of)
     deleted = conn.execute(sa.delete(table).where(where)).rowcount or 0
     crash_point("load.after_delete")
     inserted = bulk_insert(conn, table, frames)

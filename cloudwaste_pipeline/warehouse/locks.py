@@ -31,10 +31,10 @@ from sqlalchemy.engine import Connection, Engine
 from cloudwaste_pipeline.errors import CloudWasteError
 
 
-class WarehouseWriteError(CloudWasteError):
-    """The database failed (went away, timed out, refused a row) while a slice was written.
+class WarehouseError(CloudWasteError):
+    """The database failed (went away, timed out, refused a row) while a run read or wrote.
 
-    The transaction is rolled back, so the slice keeps its previous rows and re-running the write
+    A write's transaction is rolled back, so its slice keeps its previous rows and re-running it
     is safe. The message holds no SQL parameters (they may be raw ids) and no chained cause.
     """
 
@@ -49,15 +49,16 @@ def slice_key(what: str, *parts: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big", signed=True)
 
 
-def lock_slice(conn: Connection, what: str, *parts: object) -> None:
+def lock_slice(conn: Connection, what: str, *parts: object, shared: bool = False) -> None:
     """Wait until no other transaction writes this slice, and hold it until this one ends.
 
     Call it first in the transaction that reads and rewrites the slice (taking it again is
-    harmless). On SQLite a transaction that already wrote holds the database's write lock.
+    harmless). ``shared``: many holders at once, none beside an exclusive one (PostgreSQL only;
+    SQLite has one writer). On SQLite a transaction that already wrote holds the write lock.
     """
     if conn.dialect.name == "postgresql":
-        key = slice_key(what, *parts)
-        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        conn.execute(sa.text(f"SELECT {function}(:key)"), {"key": slice_key(what, *parts)})
     elif conn.dialect.name == "sqlite":
         dbapi = conn.connection.dbapi_connection
         if dbapi is not None and not dbapi.in_transaction:
@@ -90,19 +91,33 @@ def failure_reason(exc: sa.exc.DBAPIError) -> str:
 
 
 @contextmanager
-def writing(engine: Engine, what: str) -> Iterator[Connection]:
-    """A transaction writing ``what`` (words without raw ids, e.g. "ml_training_data of
-    2026-11-20 for account 'prod'"); a database failure ends it as ``WarehouseWriteError``.
+def _in_one_sentence(doing: str, outcome: str) -> Iterator[None]:
+    """A database failure inside as one ``WarehouseError`` sentence, its cause dropped.
 
     SQLAlchemy's own message quotes the statement and its parameters (raw account ids in the
     raw store), and Dagster stores a failure's message and its chained causes, so the cause is
     dropped (``from None``) and only the driver's first line is kept.
     """
     try:
-        with engine.begin() as conn:
-            yield conn
+        yield
     except sa.exc.DBAPIError as exc:
-        raise WarehouseWriteError(
-            f"the warehouse failed while writing {what} ({failure_reason(exc)}); the write was "
-            "rolled back, so its previous rows are intact: re-run it once the database is back"
+        raise WarehouseError(
+            f"the warehouse failed while {doing} ({failure_reason(exc)}); {outcome}"
         ) from None
+
+
+@contextmanager
+def writing(engine: Engine, what: str) -> Iterator[Connection]:
+    """A transaction writing ``what`` (words without raw ids, e.g. "ml_training_data of
+    2026-11-20 for account 'prod'"); a database failure ends it as one ``WarehouseError``."""
+    outcome = "the write was rolled back, so its previous rows are intact: re-running it is safe"
+    with _in_one_sentence(f"writing {what}", outcome), engine.begin() as conn:
+        yield conn
+
+
+@contextmanager
+def reading(engine: Engine, what: str) -> Iterator[Connection]:
+    """A connection reading ``what``; a database failure ends it as one ``WarehouseError``."""
+    outcome = "nothing was written: re-run it once the database answers"
+    with _in_one_sentence(f"reading {what}", outcome), engine.connect() as conn:
+        yield conn

@@ -15,7 +15,7 @@ from cloudwaste_pipeline.costs import month_bounds
 from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.load import Batch, read_frame, replace_rows
-from cloudwaste_pipeline.warehouse.locks import lock_rows
+from cloudwaste_pipeline.warehouse.locks import lock_slice
 
 
 def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
@@ -39,7 +39,10 @@ def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
             }
         ]
     )
-    replace_rows(conn, raw, same_scan, frame)
+    # One lock for the day's scan and its errors: the raw account id never leaves the process
+    # (the key is a hash of it).
+    day = (scan.provider, scan.account_id, scan.scan_date.isoformat())
+    replace_rows(conn, raw, same_scan, frame, slice_of=day)
     error_frame = pd.DataFrame(
         [
             {
@@ -59,7 +62,7 @@ def store_raw_scan(conn: Connection, alias: str, scan: RawScan) -> None:
         errors.c.account_id == scan.account_id,
         errors.c.scan_date == scan.scan_date,
     )
-    replace_rows(conn, errors, same_errors, error_frame)
+    replace_rows(conn, errors, same_errors, error_frame, slice_of=day)
 
 
 def load_raw_scan(
@@ -136,14 +139,34 @@ def replace_scan_partition(
     frame: Batch | Iterable[Batch],
     extra: sa.ColumnElement[bool] | None = None,
 ) -> tuple[int, int]:
+    """Replace ``table``'s rows of one scan day and account (and ``extra``), locked by that day
+    and account hash: data, not a Dagster partition key, so a writer that covers several accounts
+    (shards) still excludes the per-account writers, provided it locks accounts in sorted order."""
     where = sa.and_(table.c.scan_date == scan_date, table.c.account_hash == account_hash)
     if extra is not None:
         where = sa.and_(where, extra)
-    return replace_rows(conn, table, where, frame)
+    slice_of = (scan_date.isoformat(), account_hash)
+    return replace_rows(conn, table, where, frame, slice_of=slice_of)
 
 
-def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
+LABELS = "ml_training_data.user_action"
+"""The lock between training loads and label writers (``apply_labels``)."""
+
+
+def lock_labels_for_load(conn: Connection) -> None:
+    """Before a training load writes: loads hold the labels lock together (``shared``)."""
+    lock_slice(conn, LABELS, shared=True)
+
+
+def apply_labels(conn: Connection, where: sa.ColumnElement[bool], *, loading: bool = False) -> int:
     """Join the latest user action of each resource into ``ml_training_data.user_action``.
+
+    Training rows and actions come from different runs, each blind to the other's uncommitted
+    rows: a load that joined the labels before an action batch committed, and a batch that
+    labelled before the load committed, would leave the new rows unlabelled. So a load holds the
+    labels lock shared from before its insert (``lock_labels_for_load``; ``loading=True`` here),
+    loads run side by side, and every other caller (an action batch, an erasure) takes it
+    exclusively here: it waits for the loads in flight, then sees their rows.
 
     ``user_action_patterns`` is the source of truth for labels, so rebuilding a scan day (or
     re-running an action batch) re-joins them and never drops one. One set-based
@@ -152,6 +175,8 @@ def apply_labels(conn: Connection, where: sa.ColumnElement[bool]) -> int:
     new rows yet, and the per-row lookup degraded into 25k table scans on PostgreSQL). Rows of
     resources nobody acted on are left as they are.
     """
+    if not loading:
+        lock_slice(conn, LABELS)
     ml, actions = schema.ml_training_data, schema.user_action_patterns
     selected = sa.select(ml.c.resource_hash).where(where).correlate(None)
     ranked = (
@@ -190,9 +215,20 @@ def in_chunks(values: Iterable[str], size: int = 5_000) -> Iterator[list[str]]:
 
 
 def trend_month(account_hash: str, month: str) -> sa.ColumnElement[bool]:
-    """The cost trend row of an account's month ('YYYY-MM'): the slice its writers lock."""
+    """The cost trend row of an account's month ('YYYY-MM')."""
     trends = schema.cost_trend_data
     return sa.and_(trends.c.account_hash == account_hash, trends.c.month == month)
+
+
+def lock_trend_month(conn: Connection, account_hash: str, month: str) -> None:
+    """The writer lock of an account's month of cost trends (held until commit)."""
+    lock_slice(conn, schema.cost_trend_data.fullname, account_hash, month)
+
+
+def replace_trend_month(conn: Connection, account_hash: str, month: str, row: Batch) -> None:
+    """Replace the month's trend row, under its writer lock."""
+    where = trend_month(account_hash, month)
+    replace_rows(conn, schema.cost_trend_data, where, row, slice_of=(account_hash, month))
 
 
 def refresh_waste_eliminated(
@@ -208,7 +244,7 @@ def refresh_waste_eliminated(
     for account_hash, month in sorted(months):  # sorted: every writer locks in one order
         # The month's writer lock, held to commit: a cost trend rebuild or another action batch
         # of the month waits, then sums what this batch inserted (it cannot see it before).
-        lock_rows(conn, trends, trend_month(account_hash, month))
+        lock_trend_month(conn, account_hash, month)
         first, following = month_bounds(date.fromisoformat(f"{month}-01"))
         start, end = (datetime.combine(d, datetime.min.time()) for d in (first, following))
         saved = (

@@ -14,7 +14,6 @@ from cloudwaste_pipeline.defs.resources import AnonymizerResource, CloudResource
 from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_id
 from cloudwaste_pipeline.warehouse import locks, queries, schema
-from cloudwaste_pipeline.warehouse.load import replace_rows
 
 
 def spend_by_day(
@@ -74,9 +73,8 @@ def cost_trend_data(
         schema.user_action_patterns,
         schema.cost_trend_data,
     )
-    slice_ = queries.trend_month(acct, month)
     with locks.writing(warehouse.engine(), f"the {month} cost trend of {account.name!r}") as conn:
-        locks.lock_rows(conn, trends, slice_)  # the row's previous values feed the new one
+        queries.lock_trend_month(conn, acct, month)  # its previous values feed the new row
         if erasure.is_erased(conn, "account", acct):
             # An erased account's month would otherwise come back as a row of zeros.
             context.log.warning(f"account {account.name!r} was erased (GDPR): nothing done")
@@ -102,7 +100,9 @@ def cost_trend_data(
             ),
         )
         previous = conn.execute(
-            sa.select(trends.c.total_spend, trends.c.created_at).where(slice_)
+            sa.select(trends.c.total_spend, trends.c.created_at).where(
+                queries.trend_month(acct, month)
+            )
         ).first()
         row = monthly_trend(
             acct,
@@ -116,7 +116,7 @@ def cost_trend_data(
         now = settings.now().replace(tzinfo=None)
         row["created_at"] = previous.created_at if previous else now
         row["updated_at"] = now
-        replace_rows(conn, trends, slice_, pd.DataFrame([row]))
+        queries.replace_trend_month(conn, acct, month, pd.DataFrame([row]))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,

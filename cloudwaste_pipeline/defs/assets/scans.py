@@ -63,7 +63,7 @@ def missing_scan_message(part: ScanPartition) -> str:
 
 
 def stored_scan(warehouse: WarehouseResource, part: ScanPartition) -> dict[str, Any]:
-    with warehouse.engine().connect() as conn:
+    with locks.reading(warehouse.engine(), part.describe("the raw scan")) as conn:
         scan = queries.load_raw_scan(conn, part.account.provider, part.account.cloud_id, part.day)
     if scan is None:
         raise dg.Failure(description=missing_scan_message(part))
@@ -244,10 +244,11 @@ def ml_training_data(
             yield chunk
 
     with locks.writing(warehouse.engine(), d.part.describe(table.name)) as conn:
+        queries.lock_labels_for_load(conn)
         deleted, inserted = queries.replace_scan_partition(
             conn, table, d.part.day, d.account_hash, chunks()
         )
-        queries.apply_labels(conn, partition)
+        queries.apply_labels(conn, partition, loading=True)
         labels = conn.execute(
             sa.select(sa.func.count()).where(partition, table.c.user_action.is_not(None))
         ).scalar()
