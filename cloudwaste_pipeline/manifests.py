@@ -46,10 +46,25 @@ def sha256(path: Path) -> str:
     return digest
 
 
+CONTENT_ID = re.compile(r"(?:(?<=_\d{8})|(?=_\d{0,7}[a-f]))_[0-9a-f]{8}$")
+"""The content id ending a stem: eight hex characters after a ``_<YYYYMMDD>`` stamp, or, in a
+name without a stamp, eight with a letter among them (eight digits alone are taken for a stamp,
+so a stamp is never mistaken for an id; an all-digit id there is replaced the next time)."""
+
+
 def published_name(name: str, digest: str) -> str:
-    """``ml_training_data_20261115.json.gz`` -> ``ml_training_data_20261115_<sha8>.json.gz``."""
+    """``ml_training_data_20261115.json.gz`` -> ``ml_training_data_20261115_<sha8>.json.gz``;
+    a name that already carries a content id gets the new one instead (a rewritten file), so
+    names do not grow with each rewrite."""
     stem, dot, extension = name.partition(".")
-    return f"{stem}_{digest[:CONTENT_ID_CHARS]}{dot}{extension}"
+    return f"{base_name(stem)}_{digest[:CONTENT_ID_CHARS]}{dot}{extension}"
+
+
+def base_name(name: str) -> str:
+    """The name without its content id: the same for every version of one file
+    (``ml_training_data_20261115_3fa9c2e1.csv`` -> ``ml_training_data_20261115.csv``)."""
+    stem, dot, extension = name.partition(".")
+    return f"{CONTENT_ID.sub('', stem)}{dot}{extension}"
 
 
 def listed_names(manifest: dict[str, Any]) -> set[str]:

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import api
 from cloudwaste_pipeline.accounts import Account
+from cloudwaste_pipeline.manifests import base_name, verify_export
 from cloudwaste_pipeline.privacy import erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_event, hash_id, hash_user, load_key
 from cloudwaste_pipeline.privacy.retention import account_owners, cleanup, ml_cutoff
@@ -437,6 +438,12 @@ def test_an_erased_account_stays_erased_through_a_rematerialization(tmp_path: Pa
         assert report.removed["ml_training_data"] > 0 and report.tombstones_added == 1
         assert any("ml_training_data" in f["file"] for f in report.exports.files_rewritten)
         assert report.complete
+        for rewritten in (Path(f["file"]) for f in report.exports.files_rewritten):
+            assert verify_export(rewritten.parent) == []  # its manifest lists the new version
+            versions = [p.name for p in rewritten.parent.iterdir()]
+            assert [n for n in versions if base_name(n) == base_name(rewritten.name)] == [
+                rewritten.name
+            ]  # the superseded version, which named the account, is gone
         day = TODAY - timedelta(days=2)
         api.record_user_action(
             user_id=sim.owner_user_id,

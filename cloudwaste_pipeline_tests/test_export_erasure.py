@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -29,6 +30,7 @@ from sqlalchemy.engine import Engine
 from cloudwaste_pipeline import api, exports
 from cloudwaste_pipeline.exports import LocalDestination, S3Destination, export_window
 from cloudwaste_pipeline.faults import CRASH_ENV, CRASH_EXIT_CODE
+from cloudwaste_pipeline.manifests import base_name, published_name, verify_export
 from cloudwaste_pipeline.privacy import export_erasure
 from cloudwaste_pipeline.privacy.anonymize import hash_id, hash_user
 from cloudwaste_pipeline.privacy.export_rows import Wanted, sha256
@@ -41,6 +43,7 @@ from cloudwaste_pipeline_tests.test_exports import (
     action_row,
     cost_row,
     insert,
+    published,
     read_export,
     training_row,
 )
@@ -88,24 +91,48 @@ def local_files(folder: Path) -> dict[str, bytes]:
 
 
 def assert_same_export(actual: dict[str, bytes], expected: dict[str, bytes]) -> None:
-    """Same data files: text formats byte for byte, Parquet as equal tables in equal schemas
-    (row groups may be cut elsewhere); the manifest describes each file as it is."""
-    data = sorted(n for n in expected if not n.startswith("manifest_"))
-    assert sorted(n for n in actual if not n.startswith("manifest_")) == data
-    for name in data:
-        if name.endswith(".parquet"):
-            got, want = (pq.read_table(io.BytesIO(f[name])) for f in (actual, expected))
-            assert got.schema == want.schema and got.equals(want), name
-        else:
-            assert actual[name] == expected[name], name
+    """The same export, file by manifest entry: text formats byte for byte, Parquet as equal
+    tables in equal schemas (row groups may be cut elsewhere, so its content name may differ);
+    the manifest describes each file as it is, and lists every data file of the folder."""
     manifest = json.loads(actual[f"manifest_{STAMP}.json"])
     wanted = json.loads(expected[f"manifest_{STAMP}.json"])
     assert manifest["row_counts"] == wanted["row_counts"]
+    assert sorted(manifest["files"]) == sorted(wanted["files"])
+    listed = {e["name"] for e in manifest["files"].values()}
+    assert listed == {n for n in actual if not n.startswith("manifest_")}
     for key, entry in manifest["files"].items():
-        body = actual[entry["name"]]
+        body, want = actual[entry["name"]], expected[wanted["files"][key]["name"]]
+        if entry["name"].endswith(".parquet"):
+            got, exp = (pq.read_table(io.BytesIO(b)) for b in (body, want))
+            assert got.schema == exp.schema and got.equals(exp), key
+        else:
+            assert body == want, key
+            assert entry["name"] == wanted["files"][key]["name"], key
         assert entry["sha256"] == hashlib.sha256(body).hexdigest(), key
         assert entry["bytes"] == len(body), key
         assert entry["rows"] == wanted["files"][key]["rows"], key
+
+
+def assert_committed(files: dict[str, bytes], problems: list[str]) -> None:
+    """The export verifies against its manifest (``problems``: ``verify_export``'s), and the
+    manifest lists every other file of the folder: no superseded version (which still names
+    the subject), no journal, no scratch file is left beside it."""
+    assert problems == []
+    manifest = json.loads(files[f"manifest_{STAMP}.json"])
+    listed = {entry["name"] for entry in manifest["files"].values()}
+    assert listed == {n for n in files if not n.startswith("manifest_")}
+
+
+def by_base_name(files_rewritten: list[dict[str, Any]]) -> dict[str, int]:
+    """A report's rewritten files without their content ids (which depend on the new bytes)."""
+    named = ((*f["file"].rpartition("/"), f["rows_removed"]) for f in files_rewritten)
+    return {f"{folder}/{base_name(name)}": rows for folder, _, name, rows in named}
+
+
+def holds_subject(path: Path) -> bool:
+    """Any value of the file (any format) is an erased hash."""
+    text = json.dumps(read_export(path), default=str)
+    return ERASED in text or ERASED_USER in text
 
 
 WANTED = Wanted(frozenset({ERASED}), frozenset({ERASED_USER}))
@@ -130,6 +157,7 @@ def test_local_exports_are_rewritten_without_the_subject(
         sqlite_engine, LocalDestination(expected), MONDAY, SUNDAY, compression=compression
     )
     assert_same_export(local_files(published), local_files(expected))
+    assert_committed(local_files(published), verify_export(published))
     assert done.remaining == [] and done.staging_removed == []
     assert len(done.files_rewritten) == 9  # three datasets, three formats
     assert {
@@ -182,8 +210,13 @@ def test_s3_exports_are_rewritten_without_the_subject(
         sqlite_engine, LocalDestination(expected), MONDAY, SUNDAY, compression=compression
     )
     assert_same_export(s3_files(bucket, prefix), local_files(expected))
-    assert sorted(f["file"] for f in done.files_rewritten) == sorted(
-        f"s3://{bucket}/{prefix}{name}" for name in local_files(expected) if "manifest" not in name
+    assert_committed(
+        s3_files(bucket, prefix), verify_export(f"s3://{bucket}/{prefix}manifest_{STAMP}.json", s3)
+    )
+    assert sorted(by_base_name(done.files_rewritten)) == sorted(
+        f"s3://{bucket}/{prefix}{base_name(name)}"
+        for name in local_files(expected)
+        if "manifest" not in name
     )
     assert done.remaining == []
     assert s3_files(bucket, "ml/notes/") == {"readme.txt": ERASED.encode()}
@@ -206,8 +239,7 @@ def test_api_erase_rewrites_local_and_s3_exports_once_committed(
     report = api.erase(account_id=" 210987654321\n", database_url=sqlite_url)
 
     assert report.removed["ml_training_data"] == 3 and report.complete
-    rewritten = {f["file"]: f["rows_removed"] for f in report.exports.files_rewritten}
-    assert rewritten == {
+    assert by_base_name(report.exports.files_rewritten) == {
         **{f"s3://{bucket}/ml/adhoc/x/ml_training_data_{STAMP}.{x}": 3 for x in exports.FORMATS},
         f"s3://{bucket}/ml/adhoc/x/cost_trends_{STAMP}.parquet": 1,
         f"s3://{bucket}/ml/adhoc/x/cost_trends_{STAMP}.csv": 1,
@@ -217,8 +249,15 @@ def test_api_erase_rewrites_local_and_s3_exports_once_committed(
     }
     printed = json.dumps(report.as_dict())
     assert "210987654321" not in printed and report.as_dict()["export_rows_removed"] == 16
-    rows = read_export(local / f"ml_training_data_{STAMP}.csv")
+    rows = read_export(published(local, "ml_training_data", "csv"))
     assert len(rows) == 6 and {r["account_hash"] for r in rows} == {KEPT}
+    assert_committed(local_files(local), verify_export(local))
+    manifest = f"s3://{bucket}/ml/adhoc/x/manifest_{STAMP}.json"
+    assert_committed(s3_files(bucket, "ml/adhoc/x/"), verify_export(manifest, s3))
+    reported = {f["file"] for f in report.exports.files_rewritten}
+    assert {f"{local}/{n}" for n in local_files(local) if not n.startswith("manifest_")} | {
+        f"s3://{bucket}/ml/adhoc/x/{n}" for n in s3_files(bucket, "ml/adhoc/x/")
+    } >= reported  # the report names the files now published
 
 
 def test_staging_debris_is_removed(sqlite_engine: Engine, tmp_path: Path) -> None:
@@ -230,19 +269,18 @@ def test_staging_debris_is_removed(sqlite_engine: Engine, tmp_path: Path) -> Non
     staging = week / ".staging-killed"
     staging.mkdir()
     (staging / f"cost_trends_{STAMP}.csv").write_bytes(
-        (week / f"cost_trends_{STAMP}.csv").read_bytes()
+        published(week, "cost_trends", "csv").read_bytes()
     )
-    cut = (week / f"ml_training_data_{STAMP}.parquet").read_bytes()
+    cut = published(week, "ml_training_data", "parquet").read_bytes()
     (staging / f"ml_training_data_{STAMP}.parquet").write_bytes(cut[: len(cut) // 2])
 
     done = export_erasure.erase_local_exports(tmp_path / "exports", WANTED, NOW)
 
     assert done.staging_removed == [str(staging)] and not staging.exists()
     assert done.remaining == []
+    assert_committed(local_files(week), verify_export(week))
     for path in week.iterdir():
-        assert ERASED.encode() not in path.read_bytes() or path.suffix == ".parquet"
-        if path.suffix == ".parquet":
-            assert ERASED not in pq.read_table(path).column("account_hash").to_pylist()
+        assert path.name.startswith("manifest_") or not holds_subject(path), path.name
 
 
 def test_an_incomplete_s3_upload_is_aborted(bucket: str) -> None:
@@ -288,10 +326,12 @@ def test_what_cannot_be_rewritten_is_listed_as_remaining(tmp_path: Path) -> None
 
     done = export_erasure.erase_local_exports(tmp_path, WANTED, NOW)
 
-    assert sorted(Path(f["file"]).name for f in done.files_rewritten) == [
+    rewritten = sorted(Path(f["file"]).name for f in done.files_rewritten)
+    assert [base_name(name) for name in rewritten] == [
         "ml_training_data_x.csv.gz",
         "ml_training_data_x.parquet",
     ]
+    assert all(re.fullmatch(r"ml_training_data_x_[0-9a-f]{8}\..+", n) for n in rewritten)
     remaining = {Path(r["item"]).name: r["reason"] for r in done.remaining}
     assert set(remaining) == {
         "user_action_patterns_x.json",
@@ -303,12 +343,17 @@ def test_what_cannot_be_rewritten_is_listed_as_remaining(tmp_path: Path) -> None
     assert "layout" in remaining["user_action_patterns_x.json"]
     assert (week / "user_action_patterns_x.json").read_bytes() == one_line
     manifest = json.loads((week / "manifest_x.json").read_text())
-    assert manifest["files"]["user_action_patterns.json"] == entries["user_action_patterns.json"]
+    for key in ("user_action_patterns.json", "cost_trends.xlsx", "cost_trends.csv"):
+        assert manifest["files"][key] == entries[key]
     assert manifest["files"]["ml_training_data.csv"]["rows"] == 1
-    parquet = pq.ParquetFile(week / "ml_training_data_x.parquet")
+    for key in ("ml_training_data.csv", "ml_training_data.parquet"):
+        entry = manifest["files"][key]
+        assert entry["name"] in rewritten and sha256(week / entry["name"]) == entry["sha256"]
+        assert not (week / files[key]).exists()  # the superseded version, with the subject
+    parquet = pq.ParquetFile(week / manifest["files"]["ml_training_data.parquet"]["name"])
     assert parquet.metadata.row_group(0).column(0).compression == "UNCOMPRESSED"
     assert parquet.read().to_pylist() == [{"account_hash": KEPT, "cost": 2.0}]
-    assert read_export(week / "ml_training_data_x.csv.gz") == [
+    assert read_export(week / manifest["files"]["ml_training_data.csv"]["name"]) == [
         {"account_hash": KEPT, "cost": "2.0"}
     ]
 
@@ -321,7 +366,8 @@ def test_a_write_error_leaves_the_file_and_its_entry_and_is_listed(
     fill(sqlite_engine)
     week = tmp_path / "weekly" / str(MONDAY)
     export_window(sqlite_engine, LocalDestination(week), MONDAY, SUNDAY)
-    old_csv = (week / f"ml_training_data_{STAMP}.csv").read_bytes()
+    old_csvs = {published(week, d, "csv").name for d in DATASETS}
+    old_csv = published(week, "ml_training_data", "csv").read_bytes()
     real_install = LocalFolder.install
 
     def install(self: LocalFolder, scratch: Path, name: str) -> None:
@@ -332,10 +378,15 @@ def test_a_write_error_leaves_the_file_and_its_entry_and_is_listed(
     monkeypatch.setattr(LocalFolder, "install", install)
     done = export_erasure.erase_local_exports(tmp_path, WANTED, NOW)
 
-    assert {Path(r["item"]).name for r in done.remaining} == {f"{d}_{STAMP}.csv" for d in DATASETS}
+    # the report names the files that still hold the subject: the old versions
+    assert {Path(r["item"]).name for r in done.remaining} == old_csvs
     assert all("No space left" in r["reason"] for r in done.remaining)
-    assert (week / f"ml_training_data_{STAMP}.csv").read_bytes() == old_csv
-    assert not [p for p in week.iterdir() if p.name.startswith(".")]  # no scratch left
+    assert {published(week, d, "csv").name for d in DATASETS} == old_csvs
+    assert published(week, "ml_training_data", "csv").read_bytes() == old_csv
+    assert by_base_name(done.files_rewritten) == {
+        f"{week}/{d}_{STAMP}.{fmt}": n for d, n in REMOVED.items() for fmt in ("json", "parquet")
+    }
+    assert_committed(local_files(week), [])  # no scratch, no superseded JSON or Parquet left
     manifest = json.loads((week / f"manifest_{STAMP}.json").read_text())
     for entry in manifest["files"].values():
         assert sha256(week / entry["name"]) == entry["sha256"]
@@ -377,38 +428,94 @@ CHILD = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("point", ["erasure.export_file", "erasure.export_manifest"])
+@pytest.mark.parametrize(
+    "point", ["erasure.export_file", "erasure.export_manifest", "erasure.export_committed"]
+)
 def test_a_rewrite_killed_before_its_manifest_is_settled_by_the_next_erasure(
     sqlite_engine: Engine, tmp_path: Path, point: str
 ) -> None:
+    """Killed after a rewritten file is put in place (or all of them) but before the manifest:
+    the old manifest still describes the old files, whole; the new files are there, unlisted.
+    Killed after the manifest: the new export is committed, the superseded files still there.
+    The next erasure completes the rewrite: every file listed, described, without the subject,
+    and nothing else left."""
     fill(sqlite_engine)
     week = tmp_path / "weekly" / str(MONDAY)
     export_window(sqlite_engine, LocalDestination(week), MONDAY, SUNDAY)
+    before = json.loads((week / f"manifest_{STAMP}.json").read_text())
     env = {**os.environ, CRASH_ENV: point}
     killed = subprocess.run(
         [sys.executable, "-c", CHILD, str(tmp_path), ERASED], env=env, check=False
     )
     assert killed.returncode == CRASH_EXIT_CODE
+    assert verify_export(week) == []  # a reader still trusts the export it sees
     manifest = json.loads((week / f"manifest_{STAMP}.json").read_text())
-    stale = [e for e in manifest["files"].values() if sha256(week / e["name"]) != e["sha256"]]
-    assert stale  # the crash left files the manifest does not describe
+    listed = {entry["name"] for entry in manifest["files"].values()}
+    unlisted = {n for n in local_files(week) if n not in listed and not n.startswith(".")}
+    unlisted.discard(f"manifest_{STAMP}.json")
+    assert f".erasure-journal-manifest_{STAMP}.json" in local_files(week)
+    if point == "erasure.export_committed":
+        assert manifest["files"] != before["files"]
+        assert unlisted and all(holds_subject(week / n) for n in unlisted)  # superseded
+    else:
+        assert manifest == before  # the old files, whole, still what the manifest says
+        assert unlisted and not any(holds_subject(week / n) for n in unlisted)  # new, unlisted
 
     done = export_erasure.erase_local_exports(tmp_path, WANTED, NOW)
 
     assert done.remaining == []
+    assert_committed(local_files(week), verify_export(week))
     manifest = json.loads((week / f"manifest_{STAMP}.json").read_text())
     for entry in manifest["files"].values():
-        assert sha256(week / entry["name"]) == entry["sha256"]
         assert len(read_export(week / entry["name"])) == entry["rows"]
-    assert sorted(p.name for p in week.iterdir() if p.name.startswith(".")) == []
-    for name in (f"ml_training_data_{STAMP}.csv", f"user_action_patterns_{STAMP}.json"):
-        text = (week / name).read_text()
-        assert ERASED not in text and ERASED_USER not in text
+        assert not holds_subject(week / entry["name"]), entry["name"]
     assert manifest["row_counts"] == {
         "ml_training_data": 6,
         "user_action_patterns": 3,
         "cost_trends": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [
+        (f"ml_training_data_{STAMP}.csv", f"ml_training_data_{STAMP}.csv"),
+        (f"ml_training_data_{STAMP}_3fa9c2e1.csv.gz", f"ml_training_data_{STAMP}.csv.gz"),
+        (f"ml_training_data_{STAMP}_12345678.json", f"ml_training_data_{STAMP}.json"),
+        ("ml_training_data_x.parquet", "ml_training_data_x.parquet"),
+        ("ml_training_data_x_3fa9c2e1.parquet", "ml_training_data_x.parquet"),
+    ],
+)
+def test_a_new_content_id_replaces_the_old_one(name: str, base: str) -> None:
+    """A file rewritten again (by each erasure) keeps one content id: names never grow."""
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    assert base_name(name) == base
+    assert published_name(name, digest) == published_name(base, digest)
+    assert base_name(published_name(name, digest)) == base
+
+
+def test_a_hand_named_file_erased_twice_keeps_one_content_id(tmp_path: Path) -> None:
+    """A listed file without a date stamp gets a content id at its first rewrite, and a new one
+    instead of it at the next."""
+    week = tmp_path / "weekly" / str(MONDAY)
+    week.mkdir(parents=True)
+    body = f"account_hash,cost\r\n{ERASED},1.0\r\n{KEPT},2.0\r\n{ERASED_USER},3.0\r\n"
+    (week / "ml_training_data_x.csv").write_text(body, newline="")
+    entry = {"name": "ml_training_data_x.csv", "rows": 3, "bytes": 0, "sha256": "old"}
+    (week / "manifest_x.json").write_text(json.dumps({"files": {"ml_training_data.csv": entry}}))
+
+    for wanted in (
+        Wanted(frozenset({ERASED}), frozenset()),
+        Wanted(frozenset({KEPT}), frozenset()),
+    ):
+        done = export_erasure.erase_local_exports(tmp_path, wanted, NOW)
+        assert done.remaining == [] and len(done.files_rewritten) == 1
+
+    manifest = json.loads((week / "manifest_x.json").read_text())
+    name = manifest["files"]["ml_training_data.csv"]["name"]
+    assert re.fullmatch(r"ml_training_data_x_[0-9a-f]{8}\.csv", name)
+    assert sorted(p.name for p in week.iterdir()) == ["manifest_x.json", name]
+    assert read_export(week / name) == [{"account_hash": ERASED_USER, "cost": "3.0"}]
 
 
 def test_the_cli_exits_1_when_an_export_file_remains(

@@ -10,14 +10,18 @@ is configured. Per folder:
    in the same folder locally). Data files no manifest lists (a stale compression variant, an
    interrupted publish) are checked and rewritten the same way.
 3. The manifest-to-be (rows, bytes, sha256, row counts, and an ``erasures`` record: counts
-   only) is written as a journal (``.erasure-journal-<manifest>``), then each file replaces the
-   old one (``os.replace`` locally, one PUT on S3: a reader sees the old file or the new one),
-   then the manifest, last; then the journal is removed.
+   only) is written as a journal (``.erasure-journal-<manifest>``), then each rewritten file is
+   put in place under its new content name (``manifests.published_name``: a listed file is never
+   overwritten, as when exporting), then the manifest, last; then the old files and the journal
+   are removed.
 
-A process killed between the first replace and the manifest leaves the journal: the next erasure
-(of anyone) gives each listed file the entry, old or new, whose sha256 it has, so the manifest
-always describes the files. What cannot be rewritten (a listed file missing, an unknown format, a
-write error, an S3 permission) is reported as remaining, never skipped in silence.
+A process killed before the manifest leaves the old manifest describing the old files (still
+whole) and the journal: the next erasure (of anyone) gives each listed entry whose new file is in
+place its new entry, so the manifest always describes files that exist (a new file it does not
+adopt is an orphan the next export sweeps); killed after the manifest, the journal still names
+the superseded files, which the next erasure removes. What cannot be rewritten (a listed file
+missing, an unknown format, a write error, an S3 permission) is reported as remaining, never
+skipped in silence.
 
 Staging folders (``.staging-*``) under the exports folder hold unpublished files that may name the
 subject: an export killed mid-write leaves them, and one running now may have read the subject's
@@ -38,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudwaste_pipeline.faults import crash_point
+from cloudwaste_pipeline.manifests import published_name
 from cloudwaste_pipeline.privacy.export_rows import (
     Unrewritable,
     Wanted,
@@ -87,7 +92,7 @@ def erase_folder(folder: Folder, wanted: Wanted, now: datetime) -> ExportErasure
     )
     staged = _rewrite_files(folder, {n: n for n in unlisted}, wanted, done)
     for name, (scratch, _, removed) in staged.items():
-        _install(folder, scratch, name, removed, done)
+        _install(folder, scratch, name, name, removed, done)  # in place: no manifest to switch
     return done
 
 
@@ -116,7 +121,12 @@ def _erase_manifest(
         pending["files"][key] = {**entries[key], **entry}
         removed[key] = count
     journal_name = JOURNAL_PREFIX + manifest_name
-    journal = {"manifest": pending, "rows_removed": removed, "erased_at": now.isoformat()}
+    journal = {
+        "manifest": pending,
+        "replaces": {key: names[key] for key in staged},  # removed once the manifest is written
+        "rows_removed": removed,
+        "erased_at": now.isoformat(),
+    }
     try:
         folder.put(journal_name, _dump(journal))
     except Exception as exc:
@@ -126,8 +136,8 @@ def _erase_manifest(
         return
     installed = {
         key
-        for key, (scratch, _, count) in staged.items()
-        if _install(folder, scratch, names[key], count, done)
+        for key, (scratch, entry, count) in staged.items()
+        if _install(folder, scratch, names[key], entry["name"], count, done)
     }
     crash_point("erasure.export_manifest")
     _commit(folder, manifest_name, journal_name, manifest, journal, installed, done)
@@ -155,7 +165,13 @@ def _rewrite_files(
                 kept, removed = rewrite(path, scratch, wanted)
                 if not removed:  # a hash outside the hash columns: no row of it to drop
                     raise Unrewritable(f"{name} holds a subject's hash outside its hash columns")
-            entry = {"rows": kept, "bytes": scratch.stat().st_size, "sha256": sha256(scratch)}
+            digest = sha256(scratch)
+            entry = {
+                "name": published_name(name, digest),
+                "rows": kept,
+                "bytes": scratch.stat().st_size,
+                "sha256": digest,
+            }
             staged[key] = (scratch, entry, removed)
         except Exception as exc:  # one file's failure must not stop the others: listed instead
             if scratch is not None:
@@ -164,15 +180,19 @@ def _rewrite_files(
     return staged
 
 
-def _install(folder: Folder, scratch: Path, name: str, removed: int, done: ExportErasure) -> bool:
+def _install(
+    folder: Folder, scratch: Path, name: str, target: str, removed: int, done: ExportErasure
+) -> bool:
+    """The rewrite of ``name`` put in place as ``target``; on failure ``name`` (which still holds
+    the subject) is reported as remaining."""
     try:
-        folder.install(scratch, name)
+        folder.install(scratch, target)
     except Exception as exc:
         done.remaining.append({"item": folder.label + name, "reason": _why(exc)})
         return False
     finally:
         scratch.unlink(missing_ok=True)
-    done.files_rewritten.append({"file": folder.label + name, "rows_removed": removed})
+    done.files_rewritten.append({"file": folder.label + target, "rows_removed": removed})
     crash_point("erasure.export_file")
     return True
 
@@ -187,7 +207,8 @@ def _commit(
     done: ExportErasure,
 ) -> None:
     """The manifest describing the files as they now are: the new entry of each ``installed``
-    file, the old entry of the others; then the journal is removed."""
+    file, the old entry of the others; then the files the journal's new entries replace (once
+    the manifest lists those entries), then the journal, are removed."""
     pending = journal["manifest"]
     files = {
         key: pending["files"][key] if key in installed else entry
@@ -208,9 +229,16 @@ def _commit(
             "rows_removed": removed,
         }
         manifest["erasures"] = [*old.get("erasures", []), record]
+    replaces = journal.get("replaces", {})
+    settled = {key for key, entry in files.items() if entry == pending["files"].get(key)}
+    superseded = {replaces[key] for key in settled & set(replaces)}
+    superseded -= {listed_name(entry) for entry in files.values()}
     try:
         if installed:
             folder.put(manifest_name, _dump(manifest))
+            crash_point("erasure.export_committed")
+        for name in sorted(superseded & folder.names):
+            folder.remove(name)  # the old version still names the subject
         folder.remove(journal_name)
     except Exception as exc:  # the journal stays: the next erasure settles it
         done.remaining.append({"item": folder.label + manifest_name, "reason": _why(exc)})
