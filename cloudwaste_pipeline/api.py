@@ -343,7 +343,16 @@ def erase(
             now=now,
         )
     # After the commit: rewriting the exports (large, maybe remote) must not hold row locks.
-    wanted = Wanted.of(report.subjects)
+    # Exports published before a key rotation hold the hashes of their epoch (their manifest
+    # records it): the subject is searched under every epoch's hashes, which never collide.
+    earlier = [
+        {"kind": s.kind, "hash": s.hash}
+        for chain in keyring.earlier_chains(key)
+        for s in erasure.subjects_for(
+            chain, user_id=user_id, account_id=account_id, provider=provider, accounts=accounts
+        )
+    ]
+    wanted = Wanted.of([*report.subjects, *earlier])
     report.exports = export_erasure.erase_local_exports(settings.paths().exports, wanted, now)
     files = FilesResource()
     location = files.exports_s3_location()

@@ -463,3 +463,27 @@ def test_chain_at_gives_the_hash_space_of_an_earlier_epoch() -> None:
     assert keyring.chain_at(chain, 3) == chain
     with pytest.raises(ValueError):
         keyring.chain_at(chain, 4)
+
+
+def test_an_erasure_after_a_rotation_finds_the_exports_made_before_it(
+    home: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An export published under epoch 1 holds epoch-1 hashes, which no re-keying can reach:
+    the erasure searches it under every epoch's hashes instead of reporting it clean."""
+    from cloudwaste_pipeline import settings
+    from cloudwaste_pipeline.exports import LocalDestination, export_window
+
+    assert derive(home, K1).success
+    folder = settings.paths().exports / "weekly" / str(DAY)
+    export_window(home, LocalDestination(folder), DAY, DAY, formats=("csv",))
+    old_hash = hash_id("account", "aws", ACCOUNT, K1.encode())
+    assert any(old_hash in p.read_text() for p in folder.glob("ml_training_data_*.csv"))
+    api.rotate_key(K2)
+    use_chain(monkeypatch, K2, K1)
+
+    report = api.erase(account_id=ACCOUNT, reason="ticket-3")
+
+    assert report.complete
+    assert [f["rows_removed"] for f in report.exports.files_rewritten] == [3]
+    assert not any(old_hash in p.read_text() for p in folder.iterdir() if p.is_file())
+    assert old_hash not in str(report.as_dict())  # the report names the current hashes only

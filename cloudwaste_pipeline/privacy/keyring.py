@@ -229,6 +229,11 @@ def chain_at(key: bytes, epoch: int) -> KeyChain:
     return KeyChain(keys[epoch - 1], keys[: epoch - 1])
 
 
+def earlier_chains(key: bytes) -> list[KeyChain]:
+    """The hash spaces of the epochs before ``key``'s (oldest first; none without a rotation)."""
+    return [chain_at(key, epoch) for epoch in range(1, len(key_sequence(key)))]
+
+
 def checked_key(bind: Engine, env: Mapping[str, str] | None = None) -> KeyChain:
     """The key chain from the environment, checked against the warehouse: what hashing code
     asks for (one small SELECT)."""
