@@ -33,7 +33,8 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-benchmark: venv ## figures, not tests: the AWS and Azure scans, 100k user actions (embedded SQLite), training on 100k rows
+benchmark: venv ## figures, not tests: loading the code location, the AWS and Azure scans, 100k user actions (embedded SQLite), training on 100k rows
+	$(BIN)/python -m benchmarks.import_cost
 	$(BIN)/python -m benchmarks.scan_aws
 	$(BIN)/python -m benchmarks.scan_azure
 	$(BIN)/python -m benchmarks.user_actions 2>/dev/null

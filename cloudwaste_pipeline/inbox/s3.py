@@ -1,4 +1,8 @@
-"""The S3 inbox: the ``.jsonl`` objects under a prefix, read like dropped files."""
+"""The S3 inbox: the ``.jsonl`` objects under a prefix, read like dropped files.
+
+botocore is imported by the functions that are handed a client, not at load: the code location
+imports this module in every run and step process, S3 inbox or not.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline.faults import crash_point
@@ -64,6 +67,8 @@ def _processed_key(s3_client: Any, bucket: str, key: str, etag: str, digest: str
     The same content under ``key`` (a retry after a failed delete, an app sending a file
     again) keeps ``key``: copying over it changes nothing.
     """
+    from botocore.exceptions import ClientError
+
     try:
         held = s3_client.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
@@ -97,6 +102,8 @@ def ingest_s3_prefix(
     after the read is not moved unread: it fails the move and is read next pass. A listing
     error (no bucket, no permission) raises: it is not about one object.
     """
+    from botocore.exceptions import BotoCoreError, ClientError
+
     report = IngestReport()
     prefix = as_folder(prefix)
     keys = pending_keys(s3_client, bucket, prefix)

@@ -41,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import IsolationForest
 
 MIN_POINTS = 7
 MIN_RESOURCES = 10
@@ -141,6 +140,8 @@ def _furthest(matrix: pd.DataFrame) -> pd.Series:
 
 def score_resources(history: pd.DataFrame, seed: int = 0) -> AnomalyResult:
     """A forest per resource type and metric; a resource's score is its highest, 0-100."""
+    from sklearn.ensemble import IsolationForest
+
     features, unscored = resource_features(history)
     if features.empty:
         return AnomalyResult(_empty_scores(), unscored)

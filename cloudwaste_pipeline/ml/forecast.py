@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 HORIZON_MONTHS = 6
 MIN_MONTHS = 3
@@ -50,6 +49,8 @@ class Trend:
 
     def predict(self, x: np.ndarray, level: float = INTERVAL) -> tuple[np.ndarray, ...]:
         """Point forecast and the prediction interval's bounds at ``x`` (clipped at 0)."""
+        from scipy import stats
+
         point = self.intercept + self.slope * x
         t = stats.t.ppf(0.5 + level / 2, self.n - 2)
         half = t * self.residual_sd * np.sqrt(1 + 1 / self.n + (x - self.x_mean) ** 2 / self.sxx)
@@ -58,6 +59,8 @@ class Trend:
 
 def fit_trend(x: np.ndarray, y: np.ndarray) -> Trend:
     """OLS of y on x; at least 3 points at 2 distinct x (else no interval can be had)."""
+    from scipy import stats
+
     if len(x) < MIN_MONTHS or len(np.unique(x)) < 2:
         raise ValueError(f"a trend with an interval needs at least {MIN_MONTHS} months")
     fit = stats.linregress(x, y)

@@ -14,11 +14,12 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING, Any
 
 from cloudwaste_pipeline.ml import train
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 ACTIVE = "active.json"
 HISTORY = "promotions.jsonl"

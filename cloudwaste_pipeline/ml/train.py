@@ -12,28 +12,15 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import skops.io as sio
-from scipy.stats import binomtest
-from sklearn.calibration import calibration_curve
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.impute import SimpleImputer
-from sklearn.metrics import (
-    accuracy_score,
-    brier_score_loss,
-    confusion_matrix,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder
 
 from cloudwaste_pipeline.ml.features import CATEGORICAL, NUMERIC, build_features, labels
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 TEST_FRACTION = 0.25
 MIN_LABELLED = 20
@@ -71,6 +58,12 @@ def make_pipeline(train_rows: int = 0) -> Pipeline:
     that size leaves of 37 fit in three quarters of the time, with a twelfth of the nodes (the
     saved model and its memory) and a better ROC AUC (0.773 vs 0.763, benchmarks/train.py).
     """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
     preprocess = ColumnTransformer(
         [
             ("categorical", OneHotEncoder(handle_unknown="ignore"), CATEGORICAL),
@@ -95,6 +88,15 @@ def time_split(examples: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def train(examples: pd.DataFrame, version: str) -> TrainedModel:
     """Fit on labelled examples (one per resource, with ``user_action`` set)."""
+    from sklearn.metrics import (
+        accuracy_score,
+        brier_score_loss,
+        confusion_matrix,
+        precision_score,
+        recall_score,
+        roc_auc_score,
+    )
+
     if len(examples) < MIN_LABELLED:
         raise NotEnoughLabels(
             f"{len(examples)} labelled resources; at least {MIN_LABELLED} are needed"
@@ -156,6 +158,8 @@ def feature_importances(pipeline: Pipeline) -> dict[str, float]:
 def calibration(y_true: np.ndarray, probabilities: np.ndarray) -> list[dict[str, float]]:
     """Reliability bins (quantile bins of the predicted probability): mean predicted beside
     observed deletion rate; a calibrated model's two columns agree."""
+    from sklearn.calibration import calibration_curve
+
     observed, predicted = calibration_curve(
         y_true, probabilities, n_bins=CALIBRATION_BINS, strategy="quantile"
     )
@@ -178,6 +182,8 @@ def promotion_verdict(metrics: dict[str, Any]) -> tuple[bool, str]:
       users, so they must be better than the base rate);
     - ROC AUC above 0.5 when the window holds both classes.
     """
+    from scipy.stats import binomtest
+
     n = int(metrics["test_rows"])
     correct = int(metrics.get("test_correct", round(metrics["accuracy"] * n)))
     baseline = float(metrics["baseline_accuracy"])
@@ -202,6 +208,8 @@ def promotion_verdict(metrics: dict[str, Any]) -> tuple[bool, str]:
 
 def save(model: TrainedModel, folder: Path, trained_at: datetime) -> Path:
     """``waste_prediction_model-<version>.skops`` plus its metadata, written side by side."""
+    import skops.io as sio
+
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"waste_prediction_model-{model.version}.skops"
     sio.dump(model.pipeline, path)
@@ -219,6 +227,8 @@ def save(model: TrainedModel, folder: Path, trained_at: datetime) -> Path:
 
 def load(path: Path) -> Pipeline:
     """Load a saved model, trusting only the scikit-learn/numpy types skops reports."""
+    import skops.io as sio
+
     untrusted = sio.get_untrusted_types(file=path)
     allowed = [t for t in untrusted if t.startswith(("sklearn.", "numpy.", "builtins."))]
     rejected = sorted(set(untrusted) - set(allowed))
