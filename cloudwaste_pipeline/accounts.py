@@ -30,6 +30,7 @@ must be quoted text.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -52,6 +53,7 @@ ROLE_ARN_PATTERN = re.compile(
     r"^arn:aws(-[a-z]+)*:iam::\d{12}:role/([\w+=,.@-]+/)*[\w+=,.@-]{1,64}$"
 )
 EXTERNAL_ID_PATTERN = re.compile(r"^[\w+=,.@:/-]{2,1224}$")
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 """STS's own limits on ``ExternalId``."""
 
 MAX_FILE_BYTES = 8 << 20
@@ -100,7 +102,7 @@ class Account:
 # --- values -------------------------------------------------------------------------------------
 
 
-def _shown(value: object) -> str:
+def shown(value: object) -> str:
     """A value the user typed, safe to quote in a message: short, one line, ids scrubbed."""
     text = scrub_text(" ".join(str(value).split()))  # before cutting: a cut id is not scrubbed
     return repr(text[:40] + ("..." if len(text) > 40 else ""))
@@ -149,7 +151,7 @@ def _text(
         raise AccountsFileError(
             f"{where}: {key} is empty" + ("" if required else "; give a value or remove the field")
         )
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if CONTROL_CHARACTER.search(value):
         raise AccountsFileError(f"{where}: {key} holds control characters")
     if len(value) > limit:
         raise AccountsFileError(f"{where}: {key} is longer than {limit} characters")
@@ -191,7 +193,7 @@ def _regions(entry: Mapping[str, Any], provider: str, where: str) -> tuple[str, 
             raise AccountsFileError(f"{where}: {field} is empty")
         if not pattern.match(name):
             raise AccountsFileError(
-                f"{where}: {field} {_shown(name)} is not an {PROVIDERS[provider]} region name "
+                f"{where}: {field} {shown(name)} is not an {PROVIDERS[provider]} region name "
                 f"({shape})"
             )
         if name in regions:
@@ -235,7 +237,7 @@ def parse_account(entry: Any, where: str) -> Account:
     provider = _required(entry, "provider", where).lower()
     if provider not in PROVIDERS:
         raise AccountsFileError(
-            f"{where}: provider must be 'aws' or 'azure', got {_shown(provider)}"
+            f"{where}: provider must be 'aws' or 'azure', got {shown(provider)}"
         )
     unknown = [key for key in entry if key not in COMMON_FIELDS | PROVIDER_FIELDS[provider]]
     if unknown:
@@ -302,8 +304,7 @@ def parse_accounts(document: Any, source: str = "accounts file") -> list[Account
         parse_account(entry, f"{source}: accounts[{i}]")
         for i, entry in enumerate(document["accounts"])
     ]
-    names = [a.name for a in accounts]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(n for n, count in Counter(a.name for a in accounts).items() if count > 1)
     if duplicates:
         raise AccountsFileError(f"{source}: duplicate account name(s) {duplicates}")
     # One normalisation with hashing: Azure ids differing only in case are one subscription.
@@ -429,4 +430,4 @@ def find_account(accounts: list[Account], alias: str) -> Account:
     for account in accounts:
         if account.name == alias:
             return account
-    raise AccountsFileError(f"no account named {_shown(alias)} in the accounts file")
+    raise AccountsFileError(f"no account named {shown(alias)} in the accounts file")

@@ -16,7 +16,8 @@ import pandas as pd
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.accounts import Account, find_account, load_accounts, parse_account
+from cloudwaste_pipeline.account_runs import failing_accounts, scan_accounts  # noqa: F401
+from cloudwaste_pipeline.accounts import Account, find_account, parse_account
 from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.exports import (
     COMPRESSIONS,
@@ -36,6 +37,7 @@ from cloudwaste_pipeline.privacy.events import (
 )
 from cloudwaste_pipeline.privacy.export_rows import Wanted
 from cloudwaste_pipeline.quality import export_if_valid
+from cloudwaste_pipeline.sharding import shard_of  # noqa: F401 (per-account control)
 from cloudwaste_pipeline.warehouse import schema
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
 from cloudwaste_pipeline.warehouse.load import insert_new, replace_rows
@@ -186,14 +188,27 @@ def scan(
     return frame
 
 
+def _known_accounts(accounts_file: str | None) -> list[Account]:
+    """Every account of the account sources (file, accounts query, AWS Organizations), or none
+    when nothing is configured: a user's erasure covers the accounts they own in any source."""
+    from cloudwaste_pipeline.account_sources import load_account_list
+
+    path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
+    remote = settings.get("CLOUDWASTE_ACCOUNTS_DATABASE_URL") or settings.get(
+        "CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS"
+    )
+    if not path.exists() and not remote:
+        return []
+    return load_account_list(path).accounts
+
+
 def _resolve_account(
     provider: str, account: str, regions: list[str] | None, accounts_file: str | None
 ) -> Account:
     path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
-    if path.exists():
-        known = load_accounts(path)
-        if any(a.name == account for a in known):
-            return find_account(known, account)
+    known = _known_accounts(accounts_file)
+    if any(a.name == account for a in known):
+        return find_account(known, account)
     # An ad-hoc account is checked as an entry of the accounts file is.
     entry: dict[str, Any] = {"name": "adhoc", "provider": provider, "owner_user_id": "adhoc"}
     if provider == "aws":
@@ -325,8 +340,7 @@ def erase(
     """
     from cloudwaste_pipeline.defs.resources import FilesResource, s3_client
 
-    path = Path(accounts_file) if accounts_file else settings.paths().accounts_file
-    accounts = load_accounts(path) if path.exists() else []
+    accounts = _known_accounts(accounts_file)
     now = settings.now()
     warehouse = engine(database_url)
     # A wrong key would hash to rows that do not exist: erase nothing and report success.

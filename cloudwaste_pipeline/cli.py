@@ -129,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help='file holding the new key ("-": read it from stdin); never a command-line argument',
     )
+    accounts = commands.add_parser(
+        "scan-accounts",
+        help="scan (today) or re-derive (past days) chosen accounts, one run per day and shard",
+    )
+    accounts.add_argument("--account", action="append", required=True, dest="accounts")
+    accounts.add_argument("--start", help="YYYY-MM-DD, default today")
+    accounts.add_argument("--end", help="YYYY-MM-DD, default --start")
+    commands.add_parser("failures", help="accounts with an open failure, as JSON lines")
+    shard = commands.add_parser("shard", help="the shard (partition) of each account alias")
+    shard.add_argument("aliases", nargs="+")
     return parser
 
 
@@ -224,6 +234,20 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
+        elif args.command == "scan-accounts":
+            runs = api.scan_accounts(args.accounts, args.start, args.end)
+            for run in runs.itertuples():
+                failed = f", failed: {run.failed_accounts}" if run.failed_accounts else ""
+                outcome = "ok" if run.success else "FAILED"
+                print(f"{run.day} {run.shard} [{run.accounts}] run {run.run_id}: {outcome}{failed}")
+            if not runs["success"].all() or runs["failed_accounts"].astype(bool).any():
+                return 1
+        elif args.command == "failures":
+            for row in api.failing_accounts().to_dict("records"):
+                print(json.dumps(row, default=str))
+        elif args.command == "shard":
+            for alias in args.aliases:
+                print(f"{alias} {api.shard_of(alias)}")
         elif args.command == "rotate-key":
             rotated = api.rotate_key(_read_new_key(args.new_key_file))
             print(json.dumps(rotated.as_dict(), indent=2))

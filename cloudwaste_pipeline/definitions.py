@@ -29,9 +29,13 @@ defs = dg.Definitions(
         schedules.scan_freshness_schedule,
     ],
     sensors=[
-        sensors.accounts_sensor,
+        sensors.failed_accounts_sensor,
         sensors.user_action_sensor,
         sensors.run_failure_alert_sensor,
     ],
     resources=build_resources(),
+    # Automation and UI materializations run their steps in the run's process: scan and cost
+    # steps are cheap beside loading the code location once per step process. The weekly
+    # export job, whose steps are heavy, chooses multiprocess itself (defs/jobs.py).
+    executor=dg.in_process_executor,
 )

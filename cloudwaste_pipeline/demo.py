@@ -31,9 +31,9 @@ import yaml
 
 from cloudwaste_pipeline import api, settings
 from cloudwaste_pipeline.accounts import Account, parse_accounts
-from cloudwaste_pipeline.defs.partitions import month_key, scan_key
-from cloudwaste_pipeline.defs.sensors import register_accounts
+from cloudwaste_pipeline.defs.partitions import shard_key
 from cloudwaste_pipeline.ml import registry
+from cloudwaste_pipeline.sharding import shard_of
 from cloudwaste_pipeline.simulation.azure_estate import (
     DEMO_SUBSCRIPTIONS,
     AzureResource,
@@ -187,14 +187,15 @@ class DemoRunner:
         engine = api.engine()
         days = self.spec.days()
         accounts = targets(self.spec)
+        shards = sorted({shard_of(a.name) for a in accounts})
         for index, day in enumerate(days):
             moment = scan_time(day)
             pin_clock(moment)
             replay.advance_to(moment)
             if azure is not None:
                 azure.now = moment.replace(tzinfo=UTC)
-            for account in accounts:
-                self.run_job("scan_job", partition_key=scan_key(day, account.name))
+            for shard in shards:  # as the daily schedule does: one run per shard
+                self.run_job("scan_job", partition_key=shard_key(day, shard))
             if day == self.spec.demo_date:
                 break
             next_scan = scan_time(days[index + 1])
@@ -246,9 +247,11 @@ class DemoRunner:
         first, last = self.spec.first_day, self.spec.demo_date
         pin_clock(scan_time(last) + timedelta(hours=2))
         months = sorted({date(d.year, d.month, 1) for d in self.spec.days()})
+        shards = sorted({shard_of(a.name) for a in targets(self.spec)})
         for month in months:
-            for account in targets(self.spec):
-                self.run_job("cost_trends_job", partition_key=month_key(month, account.name))
+            for shard in shards:
+                key = dg.MultiPartitionKey({"month": str(month), "shard": shard})
+                self.run_job("cost_trends_job", partition_key=key)
         weeks = complete_weeks(first, last)
         for monday in weeks[:-1]:
             self.materialize("ml_dataset_exports", str(monday))
@@ -281,7 +284,6 @@ def run_demo(
         os.environ.pop("CLOUDWASTE_DATABASE_URL", None)
     write_accounts_file(paths, spec)
     runner = DemoRunner(spec, progress)
-    register_accounts(runner.instance, [a.name for a in targets(spec)])
     pin_clock(scan_time(spec.first_day))
     for account, (industry, employees) in zip(targets(spec), DEMO_COMPANIES, strict=False):
         api.set_user_preferences(account.owner_user_id, industry=industry, employees=employees)

@@ -159,3 +159,99 @@ class Names:
         if not re.fullmatch(r"[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*", text):
             raise ValueError("not a comma-separated list of names")
         return tuple(text.split(","))
+
+
+@dataclass(frozen=True)
+class Flag:
+    allowed: str = "`true` or `false`"
+
+    def parse(self, text: str) -> bool:
+        value = text.strip().lower()
+        if value not in ("true", "false"):
+            raise ValueError("not true or false")
+        return value == "true"
+
+
+@dataclass(frozen=True)
+class Text:
+    """One line of free text, such as a user id: no control characters, at most 256."""
+
+    allowed: str = "one line of text, at most 256 characters"
+
+    def parse(self, text: str) -> str:
+        value = text.strip()
+        if not value or len(value) > 256 or any(not c.isprintable() for c in value):
+            raise ValueError("blank, too long or holds control characters")
+        return value
+
+
+MAX_QUERY_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class SqlQuery:
+    """One ``SELECT`` (or ``WITH ... SELECT``) statement.
+
+    A second statement is refused, not only for tidiness: after ``SELECT 1; COMMIT;`` a
+    PostgreSQL driver runs what follows outside the read-only transaction the query is run in.
+    So a ``;`` is refused anywhere but at the end, even inside a string literal.
+    """
+
+    allowed: str = "one SELECT statement (no `;` before its end)"
+
+    def parse(self, text: str) -> str:
+        query = text.strip().removesuffix(";").rstrip()
+        if len(query) > MAX_QUERY_CHARS:
+            raise ValueError(f"longer than {MAX_QUERY_CHARS} characters")
+        if any(not c.isprintable() and c not in "\n\r\t" for c in query):
+            raise ValueError("holds control characters")
+        if not re.match(r"(?i)(select|with)\b", query):
+            raise ValueError("does not start with SELECT or WITH")
+        if ";" in query:
+            raise ValueError("more than one statement")
+        return query
+
+
+ORG_PARENT = re.compile(r"r-[0-9a-z]{4,32}|ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}")
+"""AWS Organizations' own patterns for a root id and an organizational unit id."""
+
+
+@dataclass(frozen=True)
+class OrgParents:
+    allowed: str = (
+        "comma-separated AWS Organizations OU ids (`ou-...`) and/or the root id (`r-...`)"
+    )
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        parents = [p.strip() for p in text.split(",")]
+        if not all(ORG_PARENT.fullmatch(p) for p in parents):
+            raise ValueError("not a comma-separated list of ou-... or r-... ids")
+        return tuple(dict.fromkeys(parents))
+
+
+@dataclass(frozen=True)
+class RoleName:
+    """An IAM role name, optionally after its path (``team/CloudWasteReadOnly``)."""
+
+    allowed: str = "an IAM role name such as `CloudWasteReadOnly` (optionally `path/name`)"
+
+    def parse(self, text: str) -> str:
+        name = text.strip()
+        if not re.fullmatch(r"([A-Za-z0-9_+=,.@-]+/)*[A-Za-z0-9_+=,.@-]{1,64}", name):
+            raise ValueError("not an IAM role name")
+        return name
+
+
+@dataclass(frozen=True)
+class AwsRegions:
+    allowed: str = "comma-separated AWS region names, e.g. `us-east-1,eu-west-1`"
+
+    def parse(self, text: str) -> tuple[str, ...]:
+        from cloudwaste_pipeline.accounts import AWS_REGION_PATTERN
+
+        regions = [r.strip() for r in text.split(",")]
+        if not all(AWS_REGION_PATTERN.match(r) for r in regions):
+            raise ValueError("not a comma-separated list of AWS region names")
+        if len(set(regions)) != len(regions):
+            raise ValueError("a region is given twice")
+        return tuple(regions)

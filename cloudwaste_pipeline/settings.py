@@ -17,7 +17,7 @@ so one ``rm -rf`` resets a demo and nothing is scattered over the machine.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,14 +25,20 @@ from typing import Any
 
 from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.setting_parsers import (
+    AwsRegions,
     DatabaseUrl,
+    Flag,
     Integer,
     Key,
     Keys,
     Moment,
     Names,
+    OrgParents,
     Parser,
     PathText,
+    RoleName,
+    SqlQuery,
+    Text,
     Url,
 )
 
@@ -43,6 +49,7 @@ DEFAULT_ML_RETENTION_YEARS = 3
 MIN_RAW_RETENTION_DAYS = 3
 """A raw day must survive long enough to re-derive it after a failed run over a weekend."""
 MIN_ML_RETENTION_YEARS = 1
+DEFAULT_ACCOUNTS_AT_ONCE = 8
 SHOWN_CHARS = 40
 """How much of a bad value an error message repeats: enough to recognise it."""
 
@@ -66,6 +73,9 @@ class Setting:
     """Never repeated in an error message: a key, or a URL holding a password or a token."""
     empty_is_unset: bool = True
     """False for numbers: ``CLOUDWASTE_RAW_RETENTION_DAYS=`` is a mistake, not a default."""
+    requires: tuple[str, ...] = ()
+    """Settings that must be set too when this one is: a query without its database is a
+    half-configured source, refused rather than silently skipped."""
 
     def error(self, shown_as: str, text: Any, reason: str) -> SettingError:
         value = " (value not shown: it is a secret)" if self.secret else f"={_shown(text)}"
@@ -126,7 +136,88 @@ REGISTRY: dict[str, Setting] = {
             PathText(),
             None,
             "`$CLOUDWASTE_HOME/accounts.yaml`",
-            "the accounts to scan",
+            "the accounts to scan (hand-written; with another source below, read when it exists)",
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_DATABASE_URL",
+            DatabaseUrl(
+                "the app database's SQLAlchemy URL, `postgresql+psycopg2://...` or `sqlite:///...`"
+            ),
+            None,
+            "none (no accounts query)",
+            "the app's database, read by `CLOUDWASTE_ACCOUNTS_QUERY` in a read-only transaction "
+            "(give it a read-only user too)",
+            secret=True,
+            requires=("CLOUDWASTE_ACCOUNTS_QUERY",),
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_QUERY",
+            SqlQuery(),
+            None,
+            "none",
+            "the accounts to scan, one row each, columns named as the accounts file's fields "
+            "(see The account sources); not repeated in errors, it may hold ids",
+            secret=True,
+            requires=("CLOUDWASTE_ACCOUNTS_DATABASE_URL",),
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS",
+            OrgParents(),
+            (),
+            "none (no discovery)",
+            "scan every ACTIVE AWS account under these OUs (child OUs included), discovered "
+            "through AWS Organizations",
+            requires=(
+                "CLOUDWASTE_ACCOUNTS_AWS_ORG_ROLE_NAME",
+                "CLOUDWASTE_ACCOUNTS_AWS_ORG_OWNER_USER_ID",
+            ),
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_AWS_ORG_ROLE_NAME",
+            RoleName(),
+            None,
+            "none (required with the parents)",
+            "the read-only role assumed in each discovered account, "
+            "`arn:<partition>:iam::<account>:role/<name>`",
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_AWS_ORG_OWNER_USER_ID",
+            Text(),
+            None,
+            "none (required with the parents)",
+            "the app user who owns the discovered accounts (a user id: never repeated in errors)",
+            secret=True,
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_AWS_ORG_REGIONS",
+            AwsRegions(),
+            (),
+            "every enabled region",
+            "the regions scanned in each discovered account",
+        ),
+        Setting(
+            "CLOUDWASTE_ACCOUNTS_AWS_ORG_REAL_COSTS",
+            Flag(),
+            None,
+            "the deployment's default",
+            "`real_costs` of each discovered account",
+        ),
+        Setting(
+            "CLOUDWASTE_AWS_ACCOUNTS_AT_ONCE",
+            Integer(1, 256, "accounts"),
+            DEFAULT_ACCOUNTS_AT_ONCE,
+            str(DEFAULT_ACCOUNTS_AT_ONCE),
+            "AWS accounts one shard run scans at once (each reads up to 8 regions at once): "
+            "bounds the run's API calls in flight",
+            empty_is_unset=False,
+        ),
+        Setting(
+            "CLOUDWASTE_AZURE_ACCOUNTS_AT_ONCE",
+            Integer(1, 256, "subscriptions"),
+            DEFAULT_ACCOUNTS_AT_ONCE,
+            str(DEFAULT_ACCOUNTS_AT_ONCE),
+            "Azure subscriptions one shard run scans at once (each with up to 8 calls in flight)",
+            empty_is_unset=False,
         ),
         Setting(
             "CLOUDWASTE_RAW_RETENTION_DAYS",
@@ -254,12 +345,22 @@ def given_or_setting(name: str, value: int | None, field: str) -> int:
 
 def validate_all(env: Mapping[str, str] | None = None) -> None:
     """Check every registered setting; one ``SettingError`` lists every bad one."""
+    validate(REGISTRY, env)
+
+
+def validate(names: Iterable[str], env: Mapping[str, str] | None = None) -> None:
+    """Check the settings ``names``, and that the ones they require are set with them."""
+    source = os.environ if env is None else env
     problems = []
-    for name in REGISTRY:
+    for name in names:
         try:
             get(name, env)
         except SettingError as exc:
             problems.append(str(exc))
+        if source.get(name, "").strip():
+            missing = [r for r in REGISTRY[name].requires if not source.get(r, "").strip()]
+            if missing:
+                problems.append(f"{name} is set but {' and '.join(missing)} is not")
     if problems:
         raise SettingError("; ".join(problems))
 
@@ -344,6 +445,11 @@ def run_retention_days() -> int:
     """Days Dagster keeps finished runs and their event logs (``CLOUDWASTE_RUN_RETENTION_DAYS``):
     the event log grows with every run, and Dagster OSS has no run retention of its own."""
     return get("CLOUDWASTE_RUN_RETENTION_DAYS")
+
+
+def accounts_at_once(provider: str) -> int:
+    """How many accounts of ``provider`` one shard run scans concurrently."""
+    return get(f"CLOUDWASTE_{provider.upper()}_ACCOUNTS_AT_ONCE")
 
 
 def raw_retention_days() -> int:

@@ -52,7 +52,6 @@ def materialize(
     from cloudwaste_pipeline.defs.partitions import month_key, scan_key
 
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("cloud_accounts", [ALIAS])
     key = None if day is None else (month_key if month else scan_key)(day, ALIAS)
     return dg.materialize(
         [asset],

@@ -49,8 +49,14 @@ def demo_day_scan(conn: sa.Connection) -> dict[str, Any]:
 
 
 def a_detected_resource() -> str:
+    """A resource of ACCOUNT's (scans of a shard's accounts are stored in any order)."""
+    raw = schema.raw_scans
     with api.engine().connect() as conn:
-        payload = conn.execute(sa.select(schema.raw_scans.c.payload)).first().payload
+        payload = (
+            conn.execute(sa.select(raw.c.payload).where(raw.c.account_id == ACCOUNT.account_id))
+            .first()
+            .payload
+        )
     return payload["detections"][-1]["resource_id"]
 
 
@@ -210,12 +216,13 @@ def test_monitoring_checks_report_the_targets(demo):
 
 def test_collection_target_checks_compare_the_stats_with_their_targets(demo):
     from cloudwaste_pipeline.defs.checks import RECORDS_PER_SCAN_TARGET, USER_ACTION_RATE_TARGET_PCT
+    from cloudwaste_pipeline.defs.partitions import scan_key
 
     stats = api.stats()
     day = TEST_SPEC.demo_date - timedelta(days=1)
     result = defs.resolve_job_def("scan_job").execute_in_process(
         instance=dg.DagsterInstance.get(),
-        partition_key=dg.MultiPartitionKey({"date": str(day), "account": ACCOUNT.alias}),
+        partition_key=scan_key(day, ACCOUNT.alias),
     )
     evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
     rate = evaluations["user_action_rate"]

@@ -377,6 +377,10 @@ def run_tags() -> dict[str, dict[str, str]]:
         "scan a": tags("scan_job", scan_key("2026-11-16", "prod-a")),
         "scan a next day": tags("scan_job", scan_key("2026-11-17", "prod-a")),
         "scan b": tags("scan_job", scan_key("2026-11-16", "prod-b")),
+        "retry a": {
+            **tags("scan_job", scan_key("2026-11-16", "prod-a")),
+            "cloudwaste/accounts": "prod-a",
+        },
         "cost trends a": tags("cost_trends_job", month_key("2026-11-01", "prod-a")),
         "weekly export": tags("weekly_export_job", "2026-11-09"),
         "adhoc export": tags("adhoc_export_job"),
@@ -389,13 +393,19 @@ def blocked(limits: list[dict[str, Any]], running: dict[str, str], queued: dict[
     return counter.is_blocked(DagsterRun(job_name="queued", tags=queued))
 
 
-def test_one_run_per_account_at_a_time(
+def test_one_run_per_account_shard_at_a_time(
     tag_limits: list[dict[str, Any]], run_tags: dict[str, dict[str, str]]
 ) -> None:
-    """Runs of one account rewrite the same rows (and call the same cloud account's APIs)."""
+    """Runs of one shard rewrite the same accounts' rows (and call the same accounts' APIs);
+    the limit is per shard, so the number of limit values never grows with accounts."""
+    from cloudwaste_pipeline.sharding import shard_of
+
+    assert shard_of("prod-a") != shard_of("prod-b")  # the fixture's premise
     assert blocked(tag_limits, run_tags["scan a"], run_tags["scan a next day"])
     assert blocked(tag_limits, run_tags["scan a"], run_tags["cost trends a"])
+    assert blocked(tag_limits, run_tags["scan a"], run_tags["retry a"])
     assert not blocked(tag_limits, run_tags["scan a"], run_tags["scan b"])
+    assert run_tags["scan a"]["dagster/partition/shard"] == shard_of("prod-a")
 
 
 def test_one_export_at_a_time(

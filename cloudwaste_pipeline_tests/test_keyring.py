@@ -99,7 +99,6 @@ def url(engine: Engine) -> str:
 def derive(engine: Engine, key: str, previous: str | None = None) -> dg.ExecuteInProcessResult:
     """Re-derive ``DAY`` of the account from its stored raw scan, with ``key``."""
     instance = dg.DagsterInstance.ephemeral()
-    instance.add_dynamic_partitions("cloud_accounts", [ALIAS])
     return dg.materialize(
         DERIVED,
         partition_key=scan_key(DAY, ALIAS),

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from cloudwaste_pipeline import api, exports
 from cloudwaste_pipeline.definitions import defs
-from cloudwaste_pipeline.defs.partitions import month_key, scan_key
+from cloudwaste_pipeline.defs.partitions import account_tags, month_key, scan_key
 from cloudwaste_pipeline.demo import targets
 from cloudwaste_pipeline.ml import train
+from cloudwaste_pipeline.sharding import shard_of
 from cloudwaste_pipeline.warehouse import queries, schema
 from cloudwaste_pipeline_tests.demo_instance import TEST_SPEC
 
@@ -150,15 +151,23 @@ def test_rerunning_partitions_changes_no_count_and_keeps_labels(demo):
 
 
 def test_past_days_fail_clearly_without_a_stored_scan_or_past_retention(demo):
+    """A named account's past day without a stored scan fails with the reason; the same day
+    for the whole shard succeeds, counting the accounts it had nothing to re-derive for."""
+    one = account_tags([ACCOUNT.alias])
     gone = TEST_SPEC.demo_date - timedelta(days=45)
-    result = run("scan_job", partition_key=scan_key(gone, ACCOUNT.alias))
+    result = run("scan_job", partition_key=scan_key(gone, ACCOUNT.alias), tags=one)
     assert not result.success
     failure = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "past raw retention" in failure
     never = TEST_SPEC.first_day - timedelta(days=3)
-    result = run("scan_job", partition_key=scan_key(never, ACCOUNT.alias))
+    result = run("scan_job", partition_key=scan_key(never, ACCOUNT.alias), tags=one)
     message = result.get_step_failure_events()[0].event_specific_data.error.message
     assert "cannot be scanned as of a past date" in message
+    whole_shard = run("scan_job", partition_key=scan_key(never, ACCOUNT.alias))
+    assert whole_shard.success
+    scanned = whole_shard.asset_materializations_for_node("raw_cloud_scans")[0].metadata
+    in_shard = [a for a in targets(TEST_SPEC) if shard_of(a.name) == shard_of(ACCOUNT.alias)]
+    assert scanned["accounts_no_stored_scan"].value == scanned["accounts"].value == len(in_shard)
     future = TEST_SPEC.demo_date + timedelta(days=1)
     result = run("scan_job", partition_key=scan_key(future, ACCOUNT.alias))
     assert "in the future" in result.get_step_failure_events()[0].event_specific_data.error.message
@@ -229,7 +238,7 @@ def test_schedules_and_jobs_are_wired():
     }
 
 
-def test_daily_schedule_requests_every_account(demo):
+def test_daily_schedule_requests_one_run_per_shard_holding_accounts(demo):
     schedule = defs.resolve_schedule_def("daily_scan_schedule")
     context = dg.build_schedule_context(
         instance=dg.DagsterInstance.get(),
@@ -238,9 +247,13 @@ def test_daily_schedule_requests_every_account(demo):
         repository_def=defs.get_repository_def(),
     )
     requests = schedule.evaluate_tick(context).run_requests
-    assert sorted(r.partition_key for r in requests) == sorted(
-        str(scan_key("2026-11-17", a.name)) for a in targets(TEST_SPEC)
-    )
+    # One run per shard (not per account), each shard holding at least one account, and
+    # every account in exactly one requested shard.
+    keys = [r.partition_key for r in requests]
+    assert len(keys) == len(set(keys)) < len(targets(TEST_SPEC))
+    assert sorted(keys) == sorted({str(scan_key("2026-11-17", a.name)) for a in targets(TEST_SPEC)})
+    counts = {r.partition_key: int(r.tags["cloudwaste/shard_accounts"]) for r in requests}
+    assert sum(counts.values()) == len(targets(TEST_SPEC))
     assert any(a.provider == "azure" for a in targets(TEST_SPEC))
 
 
@@ -360,3 +373,46 @@ def test_the_pipeline_runs_on_postgresql(postgres_url, tmp_path):
     assert raw_scans == 4
     for table in ("ml_training_data", "resource_lifecycle_events", "user_preferences"):
         assert summary.table_counts[table] > 0, summary.table_counts
+
+
+def test_one_account_is_re_derived_and_backfilled_from_the_api(demo, capsys):
+    """Per-account control: the named accounts only, one run per day and shard, idempotent."""
+    from cloudwaste_pipeline import cli
+
+    others = [a.name for a in targets(TEST_SPEC) if a.name != ACCOUNT.alias]
+    assert any(shard_of(a) == shard_of(ACCOUNT.alias) for a in others)  # a shard mate to spare
+    before = counts()
+    day = TEST_SPEC.demo_date - timedelta(days=2)
+    runs = api.scan_accounts([ACCOUNT.alias], start=day)
+    assert list(runs["shard"]) == [shard_of(ACCOUNT.alias)] and runs["success"].all()
+    result = dg.DagsterInstance.get().get_run_by_id(runs["run_id"][0])
+    assert result.tags["cloudwaste/accounts"] == ACCOUNT.alias
+    scanned = (
+        dg.DagsterInstance.get()
+        .fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=dg.AssetKey("raw_cloud_scans"),
+                asset_partitions=[str(scan_key(day, ACCOUNT.alias))],
+            ),
+            limit=1,
+        )
+        .records[0]
+        .asset_materialization.metadata
+    )
+    assert scanned["accounts"].value == scanned["accounts_done"].value == 1  # not its shard mate
+
+    two = [ACCOUNT.alias, others[-1]]
+    backfill = api.scan_accounts(two, start=day - timedelta(days=1), end=day)
+    assert len(backfill) == 2 * len({shard_of(a) for a in two}) and backfill["success"].all()
+    assert counts() == before  # re-deriving stored days changes nothing
+
+    with pytest.raises(ValueError, match="not in the accounts sources: 'nope'"):
+        api.scan_accounts(["nope"], start=day)
+    with pytest.raises(ValueError, match="in the future"):
+        api.scan_accounts([ACCOUNT.alias], start=TEST_SPEC.demo_date + timedelta(days=3))
+    assert cli.main(["shard", ACCOUNT.alias]) == 0
+    assert capsys.readouterr().out.split() == [ACCOUNT.alias, shard_of(ACCOUNT.alias)]
+    assert cli.main(["scan-accounts", "--account", ACCOUNT.alias, "--start", str(day)]) == 0
+    assert " ok" in capsys.readouterr().out
+    assert cli.main(["failures"]) == 0
+    assert api.failing_accounts().empty

@@ -47,12 +47,15 @@ def refused(name: str, value: str) -> str:
 # --- integers -----------------------------------------------------------------------------------
 
 
-def test_the_numeric_settings_are_the_three_retentions() -> None:
+def test_the_numeric_settings_are_the_retentions_and_the_scan_concurrency() -> None:
     assert set(INTEGERS) == {
         "CLOUDWASTE_RAW_RETENTION_DAYS",
         "CLOUDWASTE_ML_RETENTION_YEARS",
         "CLOUDWASTE_RUN_RETENTION_DAYS",
+        "CLOUDWASTE_AWS_ACCOUNTS_AT_ONCE",
+        "CLOUDWASTE_AZURE_ACCOUNTS_AT_ONCE",
     }
+    assert INTEGERS["CLOUDWASTE_AWS_ACCOUNTS_AT_ONCE"].low == 1
     assert INTEGERS["CLOUDWASTE_RAW_RETENTION_DAYS"].low == 3
     assert INTEGERS["CLOUDWASTE_ML_RETENTION_YEARS"].low == 1
     assert INTEGERS["CLOUDWASTE_RUN_RETENTION_DAYS"].low == 1
@@ -174,6 +177,7 @@ def test_secrets_are_never_repeated_in_a_message() -> None:
         "CLOUDWASTE_DATABASE_URL": "mysql://admin:hunter2-secret@db:3306/cw",
         "CLOUDWASTE_ANONYMIZATION_KEY": "short-hunter2",
         "CLOUDWASTE_ALERT_WEBHOOK_URL": "hooks.example/T0/hunter2-secret",
+        "CLOUDWASTE_ACCOUNTS_DATABASE_URL": "mysql://app:hunter2-secret@db/app",
     }
     for name, value in cases.items():
         assert "hunter2" not in refused(name, value)
@@ -211,6 +215,50 @@ def test_the_azure_defaults_shown_are_the_scanners() -> None:
     for field in ("arm", "metrics", "logs"):
         shown = REGISTRY[f"CLOUDWASTE_AZURE_{field.upper()}_ENDPOINT"].shown_default
         assert shown == f"`{getattr(default, field)}`"
+
+
+# --- the account sources ------------------------------------------------------------------------
+
+
+def test_the_accounts_query_is_one_select_statement() -> None:
+    name = "CLOUDWASTE_ACCOUNTS_QUERY"
+    assert read(name, " SELECT name FROM t;\n") == "SELECT name FROM t"
+    assert (
+        read(name, "with x as (select 1) select * from x") == "with x as (select 1) select * from x"
+    )
+    for bad in ("DELETE FROM t", "SELECT 1; DELETE FROM t", "SELECT ';'", "   ", "selectx", "x"):
+        assert "(value not shown" in refused(name, bad)  # the query may hold ids
+
+
+def test_the_organizations_settings_are_checked() -> None:
+    parents = "CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS"
+    assert read(parents, "r-ab12, ou-ab12-34567890,r-ab12") == ("r-ab12", "ou-ab12-34567890")
+    for bad in ("123456789012", "ou-ab12", "r-AB12", "r-ab12,,ou-ab12-34567890"):
+        refused(parents, bad)
+    role = "CLOUDWASTE_ACCOUNTS_AWS_ORG_ROLE_NAME"
+    assert read(role, "team/CloudWasteReadOnly") == "team/CloudWasteReadOnly"
+    for bad in ("a b", "arn:aws:iam::123456789012:role/x", "r" * 65, "rôle"):
+        refused(role, bad)
+    regions = "CLOUDWASTE_ACCOUNTS_AWS_ORG_REGIONS"
+    assert read(regions, "us-east-1, eu-west-1") == ("us-east-1", "eu-west-1")
+    for bad in ("eastus", "us-east-1,us-east-1", "us-east-1,"):
+        refused(regions, bad)
+    flag = "CLOUDWASTE_ACCOUNTS_AWS_ORG_REAL_COSTS"
+    assert (read(flag, "True"), read(flag, "false"), settings.get(flag, {})) == (True, False, None)
+    refused(flag, "yes")
+    owner = "CLOUDWASTE_ACCOUNTS_AWS_ORG_OWNER_USER_ID"
+    assert "user-4242" not in refused(owner, "user-4242\x00")  # a user id is never repeated
+
+
+def test_a_half_configured_source_is_refused_with_the_missing_setting() -> None:
+    url, query = "CLOUDWASTE_ACCOUNTS_DATABASE_URL", "CLOUDWASTE_ACCOUNTS_QUERY"
+    with pytest.raises(SettingError, match=f"{url} is set but {query} is not"):
+        settings.validate_all({url: "sqlite:///app.db"})
+    with pytest.raises(SettingError, match=f"{query} is set but {url} is not"):
+        settings.validate_all({query: "SELECT 1"})
+    with pytest.raises(SettingError, match="ROLE_NAME and CLOUDWASTE_ACCOUNTS_AWS_ORG_OWNER"):
+        settings.validate_all({"CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS": "r-ab12"})
+    settings.validate_all({url: "sqlite:///app.db", query: "SELECT 1"})
 
 
 # --- every setting checked before data is touched -----------------------------------------------

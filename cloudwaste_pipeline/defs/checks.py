@@ -4,16 +4,18 @@ Targets, not invariants: each warns (it does not block) when collection falls sh
 figure as metadata so the UI plots it. NOT NULL on critical fields is enforced by the schema.
 """
 
+from datetime import timedelta
+
 import dagster as dg
 import sqlalchemy as sa
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.assets.outputs import collection_stats
 from cloudwaste_pipeline.defs.errors import scrubbed
-from cloudwaste_pipeline.defs.metadata import counts_table
+from cloudwaste_pipeline.defs.metadata import PREVIEW_ROWS, counts_table
 from cloudwaste_pipeline.defs.resources import CloudResource, WarehouseResource
 from cloudwaste_pipeline.monitoring import SCAN_MAX_AGE_DAYS, stale_accounts
-from cloudwaste_pipeline.warehouse import queries, schema
+from cloudwaste_pipeline.warehouse import failures, queries, schema
 
 USER_ACTION_RATE_TARGET_PCT = 30.0
 RECORDS_PER_SCAN_TARGET = 10.0
@@ -85,11 +87,14 @@ def no_quarantined_actions(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 def every_account_scanned_recently(
     warehouse: WarehouseResource, cloud: CloudResource
 ) -> dg.AssetCheckResult:
-    if not cloud.accounts_path().exists():
+    if not cloud.configured():
         return dg.AssetCheckResult(
             passed=False,
             severity=dg.AssetCheckSeverity.WARN,
-            description=f"no accounts file at {cloud.accounts_path()}: nothing is scanned",
+            description=(
+                f"no account source (no accounts file at {cloud.accounts_path()}, no query, "
+                "no Organizations): nothing is scanned"
+            ),
         )
     with warehouse.engine().connect() as conn:
         newest = queries.last_scan_days(conn)
@@ -112,5 +117,49 @@ def every_account_scanned_recently(
             "accounts": len(last_scans),
             "stale_accounts": len(stale),
             "stale": dg.MetadataValue.md(table),
+        },
+    )
+
+
+@dg.asset_check(
+    asset="raw_cloud_scans",
+    description=(
+        "No account has an open failure in the scan or cost assets (within raw retention): "
+        "each failing account is listed by alias with the asset, day, attempts, next automatic "
+        "retry and the error. A shard run records one account's failure here and goes on."
+    ),
+)
+@scrubbed
+def no_failed_accounts(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    return failing_accounts_result(warehouse)
+
+
+def failing_accounts_result(warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    """The check's result: open failures within raw retention, by alias."""
+    since = settings.today() - timedelta(days=settings.raw_retention_days())
+    with warehouse.engine().connect() as conn:
+        open_ = failures.open_failures(conn, since)
+    rows = [
+        f"| {f.account_alias} | {f.asset} | {f.scan_date} | {f.attempts} | "
+        f"{f.retry_at or 'none (listed only)'} | {f.error_type}: {f.message[:120]} |"
+        for f in open_[: PREVIEW_ROWS * 5]
+    ]
+    table = "\n".join(
+        ["| account | asset | day | attempts | next retry | error |", "| --- " * 6 + "|", *rows]
+    )
+    aliases = sorted({f.account_alias for f in open_})
+    return dg.AssetCheckResult(
+        passed=not open_,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=(
+            f"{len(aliases)} account(s) failing: {', '.join(aliases[:20])}"
+            + (" ..." if len(aliases) > 20 else "")
+            if open_
+            else None
+        ),
+        metadata={
+            "failing_accounts": len(aliases),
+            "open_failures": len(open_),
+            "failures": dg.MetadataValue.md(table),
         },
     )

@@ -22,19 +22,27 @@ scan_job = dg.define_asset_job(
         "resource_lifecycle_events",
         "cloudwatch_metrics_history",
     ),
-    description="Scan one account for one day and derive its anonymized rows.",
+    description=(
+        "Scan one shard of accounts for one day (or the accounts named by the run tag "
+        "cloudwaste/accounts) and derive their anonymized rows."
+    ),
+    # One process: the four steps share the loaded code location (a process per step would load
+    # it seven times per run for steps that mostly wait on the cloud and the database).
+    executor_def=dg.in_process_executor,
 )
 
 user_actions_job = dg.define_asset_job(
     "user_actions_job",
     selection=dg.AssetSelection.assets("user_action_patterns"),
     description="Process pending user actions from the outbox (launched by user_action_sensor).",
+    executor_def=dg.in_process_executor,
 )
 
 cost_trends_job = dg.define_asset_job(
     "cost_trends_job",
     selection=dg.AssetSelection.assets("cost_trend_data"),
-    description="Rebuild monthly cost trends for chosen months and accounts.",
+    description="Rebuild monthly cost trends for chosen months and account shards.",
+    executor_def=dg.in_process_executor,
 )
 
 # One export at a time: the production dagster.yaml limits runs tagged so to one.
@@ -46,6 +54,7 @@ scan_freshness_job = dg.define_asset_job(
         dg.AssetCheckKey(dg.AssetKey("raw_cloud_scans"), "every_account_scanned_recently")
     ),
     description="Flag accounts whose scans stopped arriving (run by scan_freshness_schedule).",
+    executor_def=dg.in_process_executor,
 )
 
 weekly_export_job = dg.define_asset_job(
@@ -63,6 +72,8 @@ weekly_export_job = dg.define_asset_job(
         "Export the week's datasets, retrain the waste model (promoted only if it beats the "
         "baseline), re-score resource anomalies, re-forecast costs and refresh the stats."
     ),
+    # Heavy, independent steps (training, scoring, forecasting) on every core; once a week.
+    executor_def=dg.multiprocess_executor,
 )
 
 
@@ -97,11 +108,11 @@ def cleanup_expired_data(
     )
     positive_batch_size(config.batch_size)
     # Account ownership (for per-user retention of account-level rows) is in the accounts file.
-    if cloud.accounts_path().exists():
+    if cloud.configured():
         owners = account_owners(cloud.accounts(), anonymizer.key_bytes(warehouse))
     else:
         owners = {}
-        context.log.warning("no accounts file: per-user retention covers user-keyed rows only")
+        context.log.warning("no account source: per-user retention covers user-keyed rows only")
     removed = cleanup(
         warehouse.engine(),
         settings.today(),

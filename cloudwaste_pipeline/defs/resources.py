@@ -4,16 +4,17 @@ Clients are built lazily inside resource methods, never at import, so definition
 shows the graph) on a machine that has none of the credentials yet.
 """
 
+import time
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_aws.s3.resources import ResourceWithS3Configuration
-from dagster_aws.s3.utils import construct_s3_client
+from pydantic import Field
 from sqlalchemy.engine import Engine
 
 from cloudwaste_pipeline import settings
-from cloudwaste_pipeline.accounts import Account, find_account, load_accounts
+from cloudwaste_pipeline.account_sources import AccountList, load_account_list
+from cloudwaste_pipeline.accounts import Account
 from cloudwaste_pipeline.exports import Destination, LocalDestination, S3Destination
 from cloudwaste_pipeline.inbox import as_folder, parse_s3_uri
 from cloudwaste_pipeline.privacy import keyring
@@ -23,6 +24,21 @@ from cloudwaste_pipeline.scanning.model import RawScan
 from cloudwaste_pipeline.warehouse.engine import make_engine, upgrade
 
 _migrated: set[str] = set()
+
+REMOTE_ACCOUNTS_TTL_S = 300.0
+"""How long one process reuses what the accounts query and AWS Organizations returned: the four
+steps of a shard run (in one process) and a sensor ticking every few minutes then read them
+once, not once per step and tick (Organizations costs a call per account for its tags)."""
+_remote_accounts: dict[tuple[str, ...], tuple[float, AccountList]] = {}
+REMOTE_SOURCE_SETTINGS = (
+    "CLOUDWASTE_ACCOUNTS_DATABASE_URL",
+    "CLOUDWASTE_ACCOUNTS_QUERY",
+    "CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS",
+    "CLOUDWASTE_ACCOUNTS_AWS_ORG_ROLE_NAME",
+    "CLOUDWASTE_ACCOUNTS_AWS_ORG_OWNER_USER_ID",
+    "CLOUDWASTE_ACCOUNTS_AWS_ORG_REGIONS",
+    "CLOUDWASTE_ACCOUNTS_AWS_ORG_REAL_COSTS",
+)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -67,7 +83,8 @@ class AnonymizerResource(dg.ConfigurableResource):
 
 
 class CloudResource(dg.ConfigurableResource):
-    """The accounts file and the scanners behind it."""
+    """The accounts to scan (the accounts file, the app's accounts query, AWS Organizations:
+    ``account_sources``) and the scanners behind them."""
 
     accounts_file: str | None = None
     # Cost Explorer's resource-level costs: only for organizations that opted in (it is billed
@@ -78,11 +95,48 @@ class CloudResource(dg.ConfigurableResource):
     def accounts_path(self) -> Path:
         return Path(self.accounts_file) if self.accounts_file else settings.paths().accounts_file
 
+    def configured(self) -> bool:
+        """Whether any account source is set up: the file exists, or a query or Organizations
+        parents are configured."""
+        return self.accounts_path().exists() or any(
+            settings.get(name)
+            for name in ("CLOUDWASTE_ACCOUNTS_DATABASE_URL", "CLOUDWASTE_ACCOUNTS_AWS_ORG_PARENTS")
+        )
+
+    def account_list(self) -> AccountList:
+        """Every configured source read once: the accounts, and the entries refused with why.
+
+        With only the file configured it is read every time (cheap, and an edit shows at
+        once); with a remote source the result is reused for ``REMOTE_ACCOUNTS_TTL_S``.
+        """
+        path = self.accounts_path()
+        remote = tuple((name, repr(settings.get(name))) for name in REMOTE_SOURCE_SETTINGS)
+        if not any(settings.get(name) for name in REMOTE_SOURCE_SETTINGS):
+            return load_account_list(path)
+        try:
+            stat = path.stat()
+            stamp = f"{stat.st_mtime_ns}:{stat.st_size}"
+        except OSError:
+            stamp = "absent"
+        key = (str(path), stamp, *remote)
+        cached = _remote_accounts.get(key)
+        if cached and time.monotonic() - cached[0] < REMOTE_ACCOUNTS_TTL_S:
+            return cached[1]
+        found = load_account_list(path)
+        _remote_accounts.clear()  # one entry: a changed setting makes the old one useless
+        _remote_accounts[key] = (time.monotonic(), found)
+        return found
+
     def accounts(self) -> list[Account]:
-        return load_accounts(self.accounts_path())
+        """The accounts to scan; refused entries are logged (by position and alias, no ids)."""
+        found = self.account_list()
+        if found.rejected:
+            dg.get_dagster_logger().warning(found.rejections_summary())
+        return found.accounts
 
     def account(self, alias: str) -> Account:
-        return find_account(self.accounts(), alias)
+        """The account ``alias``; a rejected alias fails with its reason."""
+        return self.account_list().find(alias)
 
     def scan(self, account: Account) -> RawScan:
         """Scan one account now (the pipeline's clock); one failing region gives a partial scan."""
@@ -100,7 +154,32 @@ class CloudResource(dg.ConfigurableResource):
         )
 
 
-class FilesResource(ResourceWithS3Configuration):
+class S3Configuration(dg.ConfigurableResource):
+    """The S3 client's settings: the fields of dagster-aws' ``ResourceWithS3Configuration``
+    (``S3Resource``'s), same names and defaults, so the same run config sets them.
+
+    Declared here, not inherited: importing dagster-aws pulls boto3, botocore and a share of
+    Dagster's test tooling, about a second of CPU that every run and step process would pay
+    when loading the code location, S3 or not. The client is built only in ``s3_client``.
+    """
+
+    use_unsigned_session: bool = Field(default=False, description="An unsigned S3 session.")
+    region_name: str | None = Field(default=None, description="The S3 session's region.")
+    endpoint_url: str | None = Field(default=None, description="A custom S3 endpoint.")
+    max_attempts: int = Field(
+        default=5, description="boto3's retry handler's maximum attempts, the first included."
+    )
+    profile_name: str | None = Field(default=None, description="The AWS profile to use.")
+    use_ssl: bool = Field(default=True, description="Whether to use SSL.")
+    verify: bool | None = Field(
+        default=None, description="Whether to verify SSL certificates (by default, yes)."
+    )
+    aws_access_key_id: str | None = Field(default=None, description="AWS access key ID.")
+    aws_secret_access_key: str | None = Field(default=None, description="AWS secret access key.")
+    aws_session_token: str | None = Field(default=None, description="AWS session token.")
+
+
+class FilesResource(S3Configuration):
     """Where exports and models go: local folders under ``CLOUDWASTE_HOME`` unless set, and
     optionally an S3 prefix for the dataset exports.
 
@@ -141,7 +220,7 @@ class FilesResource(ResourceWithS3Configuration):
         return S3Destination(s3_client(self), bucket, as_folder(prefix + subfolder))
 
 
-class ActionsInboxResource(ResourceWithS3Configuration):
+class ActionsInboxResource(S3Configuration):
     """The S3 prefix apps drop JSON-lines user actions under, besides the local drop folder.
 
     ``s3_uri`` (``s3://bucket/prefix/``) defaults to ``CLOUDWASTE_ACTIONS_S3_URI``, read when
@@ -167,8 +246,10 @@ class ActionsInboxResource(ResourceWithS3Configuration):
         return s3_client(self)
 
 
-def s3_client(config: ResourceWithS3Configuration) -> Any:
+def s3_client(config: S3Configuration) -> Any:
     """A boto3 S3 client, built exactly as ``S3Resource.get_client`` builds it."""
+    from dagster_aws.s3.utils import construct_s3_client
+
     return construct_s3_client(
         max_attempts=config.max_attempts,
         region_name=config.region_name,

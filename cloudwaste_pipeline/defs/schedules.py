@@ -10,27 +10,37 @@ from cloudwaste_pipeline.defs.jobs import (
     scan_job,
     weekly_export_job,
 )
-from cloudwaste_pipeline.defs.partitions import scan_key
+from cloudwaste_pipeline.defs.partitions import shard_key
 from cloudwaste_pipeline.defs.resources import CloudResource
-from cloudwaste_pipeline.defs.sensors import register_accounts
+from cloudwaste_pipeline.sharding import shard_of
 
 
 @dg.schedule(
     job=scan_job,
     cron_schedule="0 1 * * *",
     execution_timezone="UTC",
-    description="Scan every account of the accounts file, once a day.",
+    description=(
+        "Scan every account once a day: one run per account shard that holds an account (at "
+        "most 16 runs, however many accounts), each scanning its accounts concurrently."
+    ),
 )
 @scrubbed
 def daily_scan_schedule(context: dg.ScheduleEvaluationContext, cloud: CloudResource):
     day = context.scheduled_execution_time.date()
-    accounts = cloud.accounts()
-    register_accounts(context.instance, [a.name for a in accounts])
+    accounts = cloud.accounts()  # read once per tick; each run reads its shard's again
     if not accounts:
-        return dg.SkipReason("the accounts file lists no account")
+        return dg.SkipReason("the accounts sources list no account")
+    shards: dict[str, int] = {}
+    for account in accounts:
+        shard = shard_of(account.name)
+        shards[shard] = shards.get(shard, 0) + 1
     return [
-        dg.RunRequest(run_key=f"scan:{day}:{a.name}", partition_key=scan_key(day, a.name))
-        for a in accounts
+        dg.RunRequest(
+            run_key=f"scan:{day}:{shard}",
+            partition_key=shard_key(day, shard),
+            tags={"cloudwaste/shard_accounts": str(count)},
+        )
+        for shard, count in sorted(shards.items())
     ]
 
 

@@ -1,17 +1,15 @@
-"""Sensors: accounts from the accounts file become partitions; user actions become runs; failed
-runs become alerts."""
+"""Sensors: failed accounts are retried; user actions become runs; failed runs become alerts."""
 
 import json
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import dagster as dg
-from botocore.exceptions import BotoCoreError, ClientError
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.defs.errors import scrubbed
-from cloudwaste_pipeline.defs.jobs import user_actions_job
-from cloudwaste_pipeline.defs.partitions import cloud_accounts
+from cloudwaste_pipeline.defs.jobs import scan_job, user_actions_job
+from cloudwaste_pipeline.defs.partitions import account_tags, shard_key
 from cloudwaste_pipeline.defs.resources import (
     ActionsInboxResource,
     CloudResource,
@@ -20,37 +18,73 @@ from cloudwaste_pipeline.defs.resources import (
 from cloudwaste_pipeline.inbox import ingest_folder, ingest_s3_prefix
 from cloudwaste_pipeline.monitoring import WEBHOOK_ENV, failure_text, post_webhook, webhook_url
 from cloudwaste_pipeline.privacy.anonymize import scrub_text
-from cloudwaste_pipeline.warehouse import outbox
+from cloudwaste_pipeline.sharding import MAX_NAMED, shard_of
+from cloudwaste_pipeline.warehouse import failures, outbox
+
+SCAN_ASSETS = (
+    "raw_cloud_scans",
+    "ml_training_data",
+    "resource_lifecycle_events",
+    "cloudwatch_metrics_history",
+)
 
 
-def unregistered(instance: dg.DagsterInstance, aliases: list[str]) -> list[str]:
-    """The aliases that are not cloud_accounts partitions yet."""
-    known = set(instance.get_dynamic_partitions(cloud_accounts.name))
-    return [a for a in aliases if a not in known]
-
-
-def register_accounts(instance: dg.DagsterInstance, aliases: list[str]) -> list[str]:
-    """Add the aliases that are not partitions yet; returns those added."""
-    new = unregistered(instance, aliases)
-    if new:
-        instance.add_dynamic_partitions(cloud_accounts.name, new)
-    return new
+def retry_requests(
+    due: list[failures.Failure], known: set[str], now: datetime
+) -> tuple[list[dg.RunRequest], list[failures.Failure], list[failures.Failure]]:
+    """(one run request per day and shard with due failures, the failures it retries, those of
+    accounts no longer in the accounts sources). Pure: the sensor gathers the facts."""
+    retried = [f for f in due if f.asset in SCAN_ASSETS and f.account_alias in known]
+    gone = [f for f in due if f.account_alias not in known]
+    partitions: dict[tuple[date, str], set[str]] = {}
+    for f in retried:
+        partitions.setdefault((f.scan_date, shard_of(f.account_alias)), set()).add(f.account_alias)
+    stamp = now.strftime("%Y%m%dT%H%M%S")
+    requests = [
+        dg.RunRequest(
+            run_key=f"retry:{day}:{shard}:{stamp}",
+            partition_key=shard_key(day, shard),
+            # Named in the tag (the same for every step of the run, and shown in the UI); past
+            # MAX_NAMED the whole shard is re-run, which is idempotent too.
+            tags={"cloudwaste/retry": "true"}
+            | (account_tags(sorted(aliases)) if len(aliases) <= MAX_NAMED else {}),
+        )
+        for (day, shard), aliases in sorted(partitions.items())
+    ]
+    return requests, retried, gone
 
 
 @dg.sensor(
+    job=scan_job,
     minimum_interval_seconds=300,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers the accounts of the accounts file as cloud_accounts partitions.",
+    description=(
+        "Re-runs the accounts whose scan or derivation failed (raw.account_failures), once "
+        "their back-off is over (5 minutes doubling to 4 hours, 12 attempts): one scan_job run "
+        "per day and shard, limited to the failing accounts (named in the run tag "
+        "cloudwaste/accounts). A live scan is retried only on its own day."
+    ),
 )
 @scrubbed
-def accounts_sensor(context: dg.SensorEvaluationContext, cloud: CloudResource):
-    aliases = [a.name for a in cloud.accounts()]
-    new = unregistered(context.instance, aliases)
-    if not new:
-        return dg.SkipReason(f"all {len(aliases)} account(s) already registered")
-    return dg.SensorResult(
-        dynamic_partitions_requests=[cloud_accounts.build_add_request(new)],
+def failed_accounts_sensor(
+    context: dg.SensorEvaluationContext, warehouse: WarehouseResource, cloud: CloudResource
+):
+    now = settings.now()
+    since = settings.today() - timedelta(days=settings.raw_retention_days())
+    with warehouse.engine().begin() as conn:
+        due = failures.due(conn, now, since)
+        if not due:  # the usual tick: no account source is read
+            return dg.SkipReason("no failed account due for a retry")
+        known = {a.name for a in cloud.accounts()}
+        requests, retried, gone = retry_requests(due, known, now)
+        failures.postpone(conn, retried, now)
+        failures.postpone(conn, gone, None)
+    if not requests:
+        return dg.SkipReason("no failed account due for a retry")
+    context.log.info(
+        f"retrying {len({f.account_alias for f in retried})} account(s) in {len(requests)} run(s)"
     )
+    return requests
 
 
 ACTIONS_KEY_PREFIX = "actions:"
@@ -167,6 +201,8 @@ def ingest_inboxes(
         (context.log.warning if dropped.failed or dropped.skipped else context.log.info)(notes[-1])
     location = actions_inbox.s3_location()  # None: no S3 inbox, no AWS call
     if location:
+        from botocore.exceptions import BotoCoreError, ClientError  # not at load: S3 only
+
         try:
             uploaded = ingest_s3_prefix(
                 warehouse.engine(), actions_inbox.s3_client(), *location, settings.now()

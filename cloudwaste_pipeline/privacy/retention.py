@@ -84,6 +84,7 @@ def raw_rules(today: date, raw_days: int) -> list[Rule]:
     return [
         (schema.raw_scans, schema.raw_scans.c.scan_date < raw_cut),
         (schema.scan_errors, schema.scan_errors.c.scan_date < raw_cut),
+        (schema.account_failures, schema.account_failures.c.scan_date < raw_cut),
         (  # never an unprocessed event: the action run quarantines it with its reason
             outbox,
             sa.and_(outbox.c.received_at < _midnight(raw_cut), outbox.c.processed_at.is_not(None)),

@@ -6,6 +6,8 @@ raw ids never sit in the file that holds the ML tables (the one that gets copied
 
 Migrations are alembic's, run in code (``upgrade``): no ``alembic.ini`` needs to be found at run
 time, so an installed wheel, the Dagster code server and the API all migrate the same way.
+alembic is imported when a migration runs, not at load: the code location imports this module
+in every process, and a process that never opens the warehouse need not pay for alembic.
 """
 
 from __future__ import annotations
@@ -14,17 +16,17 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.engine import Connection, Engine
 
 from cloudwaste_pipeline import settings
 from cloudwaste_pipeline.errors import CloudWasteError
 from cloudwaste_pipeline.warehouse.schema import RAW_SCHEMA, dumps_json, metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 VERSION_TABLE = "cloudwaste_alembic_version"
@@ -115,7 +117,9 @@ def _create_engine(parsed: sa.URL) -> Engine:
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         parsed,
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+        # check_same_thread off: a shard run's accounts run on worker threads, and the pool hands
+        # a connection to one thread at a time, but may close it (dispose, exit) from another.
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         json_serializer=dumps_json,
     )
     sa.event.listen(engine, "connect", _sqlite_on_connect(raw_store_path(database)))
@@ -180,6 +184,8 @@ def include_name(name: str | None, type_: str, parent_names: dict[str, Any]) -> 
 
 def alembic_config(connection: Connection) -> Config:
     """An alembic ``Config`` built in code, pointing at the migrations shipped in the package."""
+    from alembic.config import Config
+
     config = Config()
     # configparser interpolation: a literal % in the path must be doubled.
     config.set_main_option("script_location", str(MIGRATIONS).replace("%", "%%"))
@@ -222,6 +228,8 @@ def begin(engine: Engine) -> Iterator[Connection]:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate to ``revision`` (idempotent: at head it does nothing) in one transaction."""
+    from alembic import command
+
     with begin(engine) as connection:
         _lock_for_migration(connection)
         command.upgrade(alembic_config(connection), revision)
@@ -229,6 +237,8 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def downgrade(engine: Engine, revision: str) -> None:
     """Migrate down to ``revision`` (``"base"`` drops everything); for tests and operators."""
+    from alembic import command
+
     with begin(engine) as connection:
         _lock_for_migration(connection)
         command.downgrade(alembic_config(connection), revision)
@@ -236,6 +246,8 @@ def downgrade(engine: Engine, revision: str) -> None:
 
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None when never migrated)."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
         return context.get_current_revision()

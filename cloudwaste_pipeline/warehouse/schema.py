@@ -456,5 +456,35 @@ ROW_TIME: dict[str, str] = {
 }
 """The timestamp column that dates a row of an ML table (its retention, its date window)."""
 
-RAW_TABLES: tuple[sa.Table, ...] = (raw_scans, resource_action_events, quarantine, scan_errors)
+account_failures = sa.Table(
+    "account_failures",
+    metadata,
+    # A surrogate key: retention deletes in batches by one key column.
+    sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+    sa.Column("scan_date", sa.Date(), nullable=False),
+    sa.Column("account_alias", sa.String(63), nullable=False),
+    sa.Column("asset", sa.String(64), nullable=False),
+    sa.Column("error_type", sa.String(100), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("first_failed_at", sa.DateTime(), nullable=False),
+    sa.Column("last_failed_at", sa.DateTime(), nullable=False),
+    sa.Column("retry_at", sa.DateTime()),
+    sa.Column("resolved_at", sa.DateTime()),
+    sa.UniqueConstraint("scan_date", "account_alias", "asset"),
+    sa.Index("idx_account_failures_open", "resolved_at", "retry_at"),
+    schema=RAW_SCHEMA,
+)
+"""One account's failure in a shard run, by alias (never a raw id), so one account never fails
+the others: listed by the ``no_failed_accounts`` check, retried by ``failed_accounts_sensor``,
+``resolved_at`` set when a later attempt succeeds. ``scan_date`` is the month's first day for
+``cost_trend_data``."""
+
+RAW_TABLES: tuple[sa.Table, ...] = (
+    raw_scans,
+    resource_action_events,
+    quarantine,
+    scan_errors,
+    account_failures,
+)
 """The raw store: raw ids, short retention, never exported."""
