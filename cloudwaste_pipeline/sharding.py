@@ -1,9 +1,10 @@
 """Account shards: a fixed number of buckets every account falls in by a stable hash of its alias.
 
 Scan and cost partitions are day (or month) x shard, so their number never grows with the
-accounts: 16 shards x 1,826 days from 2025-01-01 to 2030-01-01 is 29,216 partitions per asset,
-under Dagster's advised 100,000 until 2042, at any number of accounts. A shard run is the unit the
-run launcher places (a pod on Kubernetes); inside it the accounts are scanned concurrently.
+accounts: 16 shards x 1,827 days from 2025-01-01 to 2030-01-01 (included) is 29,232 partitions
+per asset, under Dagster's advised 100,000 until 2042, at any number of accounts. A shard run is
+the unit the run launcher places (a pod on Kubernetes); inside it the accounts are scanned
+concurrently.
 
 The hash is of the alias (shown in the UI anyway), not of the raw id, and is not keyed: anyone can
 tell which shard an account is in (``cloudwaste shard <alias>``). Changing ``SHARD_COUNT`` moves
