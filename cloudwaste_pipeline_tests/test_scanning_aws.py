@@ -1243,3 +1243,22 @@ def test_real_costs_unavailable_say_why(code: str, message: str, reason: str) ->
     resources = [_flagged(f"arn:aws:ec2:us-east-1:{ACCOUNT_ID}:volume/vol-1")]
     attach_real_costs(resources, costs)
     assert (resources[0].cost_real_monthly, resources[0].cost_real_reason) == (None, reason)
+
+
+def test_account_sessions_share_one_parsed_loader_and_keep_their_own_credentials() -> None:
+    sessions = [
+        aws.new_session(aws_access_key_id=f"AKIA{i}", aws_secret_access_key="s", region_name="x")
+        for i in range(3)
+    ]
+    loaders = {id(s._session.get_component("data_loader")) for s in sessions}
+    assert len(loaders) == 1  # the models parsed for one account serve the next
+    loader = sessions[0]._session.get_component("data_loader")
+    paths = list(loader.search_paths)
+    assert len(paths) == len(set(paths))  # boto3's data folder once, however many sessions
+    aws.new_session()
+    assert loader.search_paths == paths
+    keys = [s.get_credentials().access_key for s in sessions]
+    assert keys == ["AKIA0", "AKIA1", "AKIA2"]
+    clients = [s.client("ec2", region_name="us-east-1") for s in sessions[:2]]
+    assert clients[0]._request_signer._credentials.access_key == "AKIA0"
+    assert clients[1]._request_signer._credentials.access_key == "AKIA1"

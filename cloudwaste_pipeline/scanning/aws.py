@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import boto3
+import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
 from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.loaders import Loader, create_loader
 from botocore.utils import parse_timestamp as botocore_parse_timestamp
 
 from cloudwaste_pipeline.accounts import Account
@@ -152,12 +154,43 @@ class ApiCallCounter:
         return 1000 * self.total() / max(resource_count, 1)
 
 
+class _UniquePaths(list):
+    """A loader's search paths, each once: every ``boto3.Session`` appends boto3's own data
+    folder to its loader's paths, which on a shared loader would grow with every session."""
+
+    def append(self, path: str) -> None:
+        if path not in self:
+            super().append(path)
+
+
+_LOADERS: dict[str, Loader] = {}
+
+
+def new_session(**credentials: Any) -> boto3.Session:
+    """A ``boto3.Session`` whose botocore data loader is the process's, shared by every session.
+
+    A fresh session parses the service models again (JSON files of megabytes for EC2, the
+    endpoint rules, the partitions): about 0.15 CPU-seconds of each account's scan, paid once
+    per account when a run scans hundreds. The loader holds parsed files only (no credentials,
+    endpoints or state of a session), so one per data path serves every account's session.
+    """
+    core = botocore.session.get_session()
+    data_path = core.get_config_variable("data_path")
+    with _CLIENT_LOCK:
+        loader = _LOADERS.get(data_path)
+        if loader is None:
+            loader = _LOADERS[data_path] = create_loader(data_path)
+            loader._search_paths = _UniquePaths(loader.search_paths)  # see _UniquePaths
+        core.register_component("data_loader", loader)
+        return boto3.Session(botocore_session=core, **credentials)
+
+
 def make_session(account: Account, base_session: boto3.Session | None = None) -> boto3.Session:
     """A session for the account: the default credential chain, or its role assumed through STS.
 
     The assumed-role credentials are temporary (one hour by default), which is ample for a scan.
     """
-    base = base_session or boto3.Session()
+    base = base_session or new_session()
     if not account.role_arn:
         return base
     sts = base.client("sts", region_name=base.region_name or DEFAULT_REGION, config=CLIENT_CONFIG)
@@ -165,7 +198,7 @@ def make_session(account: Account, base_session: boto3.Session | None = None) ->
     if account.external_id:
         params["ExternalId"] = account.external_id
     credentials = sts.assume_role(**params)["Credentials"]
-    return boto3.Session(
+    return new_session(
         aws_access_key_id=credentials["AccessKeyId"],
         aws_secret_access_key=credentials["SecretAccessKey"],
         aws_session_token=credentials["SessionToken"],
